@@ -1,0 +1,43 @@
+# The README's two commands: `make demo` and `make test`. Both create the venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DATA ?= demo_data
+DEMO_OUT ?= demo_out
+
+.PHONY: venv demo test lint typecheck unit system-deps bench clean
+
+$(VENV)/.installed: setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Debian tools some tests use (dciodvfy, tesseract, Orthanc); tests skip cleanly without them.
+system-deps:
+	bash scripts/install_system_deps.sh
+
+demo: venv
+	$(PY) scripts/make_demo_data.py $(DEMO_DATA)
+	$(PY) -m pipeline --input $(DEMO_DATA) --output $(DEMO_OUT) --deid_key_file $(DEMO_DATA)/demo.key
+	$(PY) scripts/summarize_run.py $(DEMO_OUT)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest
+
+test: lint typecheck unit
+
+bench: venv
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/dicom_throughput.py
+
+clean:
+	rm -rf $(DEMO_OUT) $(DEMO_DATA) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,82 @@
+"""The project's exception hierarchy.
+
+Every failure that sends an input to the dead-letter output is a `DeidError`. Its `error_kind` is the
+`error_kind` field of the dead-letter record and the name of its Beam counter. Messages say what is
+wrong and what to do, and never carry a value read from an input (no PHI in messages): name tags,
+keywords, sizes and offsets, not element values or file names.
+"""
+
+from __future__ import annotations
+
+
+class DeidError(Exception):
+    """Base class: an input that cannot be de-identified as configured."""
+
+    error_kind = "deid_error"
+
+
+class UnsupportedFormatError(DeidError):
+    """The input is neither DICOM nor a whole-slide image this pipeline reads."""
+
+    error_kind = "unsupported_format"
+
+
+class InvalidInputError(DeidError):
+    """The input claims a supported format but is truncated, empty or malformed."""
+
+    error_kind = "invalid_input"
+
+
+class InputTooLargeError(DeidError):
+    """A declared size exceeds a configured limit (`--max_pixels`, `--max_file_bytes`)."""
+
+    error_kind = "too_large"
+
+
+class BurnedInAnnotationError(DeidError):
+    """Pixel data may show identifying text and no pixel redaction is configured."""
+
+    error_kind = "burned_in_annotation"
+
+
+class SlideReadError(DeidError):
+    """OpenSlide (or the raw tile reader) could not open or read a whole-slide image."""
+
+    error_kind = "slide_unreadable"
+
+
+class ProfileError(DeidError):
+    """The profile could not be applied while keeping the output a valid instance."""
+
+    error_kind = "profile_error"
+
+
+class LeakDetectedError(DeidError):
+    """An identifying value of the input was found in an output."""
+
+    error_kind = "leak"
+
+
+class ConfigError(ValueError):
+    """Pipeline options are inconsistent; raised by the launcher before the run starts."""
+
+
+class UnexpectedError(DeidError):
+    """A failure outside the known kinds; the message names only the exception type."""
+
+    error_kind = "unexpected_error"
+
+
+def safe_message(exc: BaseException) -> tuple[str, str]:
+    """Return (error_kind, message) for a dead-letter record without leaking input values.
+
+    Our own errors carry messages written to be PHI-free. Third-party exception texts can quote
+    values read from the input (pydicom does, for invalid values), so only their type is kept.
+    """
+    if isinstance(exc, DeidError):
+        return exc.error_kind, str(exc)
+    return (
+        UnexpectedError.error_kind,
+        f"unexpected {type(exc).__name__} while processing this input (its text is withheld because "
+        "it may quote input values); report it with the input_sha256 of this record",
+    )

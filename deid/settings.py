@@ -1,0 +1,191 @@
+"""Frozen, picklable settings that the launcher builds from options and DoFns receive in `__init__`."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deid.errors import ConfigError
+
+REDACT_TEXT_MODES = ("off", "detect", "ocr")
+REDACT_FILLS = ("black", "blur", "inpaint")
+LABEL_MODES = ("drop", "blank", "redact")
+WSI_OUTPUT_FORMATS = ("tiff", "dicom", "both")
+# Healthcare API v1 DicomConfig.filterProfile and ImageConfig.textRedactionMode enums.
+FILTER_PROFILES = (
+    "DEIDENTIFY_TAG_CONTENTS",
+    "MINIMAL_KEEP_LIST_PROFILE",
+    "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE",
+    "KEEP_ALL_PROFILE",
+)
+TEXT_REDACTION_MODES = ("REDACT_NO_TEXT", "REDACT_ALL_TEXT", "REDACT_SENSITIVE_TEXT")
+
+_TAG_RE = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
+
+
+def split_list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def split_tag_list(value: str) -> tuple[str, ...]:
+    """Split a --keep/--remove list where tags themselves contain a comma: '0010,0010,PatientName'."""
+    items: list[str] = []
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    index = 0
+    while index < len(parts):
+        part = parts[index]
+        if (
+            re.fullmatch(r"\(?[0-9A-Fa-f]{4}", part)
+            and index + 1 < len(parts)
+            and re.fullmatch(r"[0-9A-Fa-f]{4}\)?", parts[index + 1])
+        ):
+            items.append(f"{part},{parts[index + 1]}")
+            index += 2
+        else:
+            items.append(part)
+            index += 1
+    return tuple(items)
+
+
+def parse_tag(text: str) -> int | None:
+    """'(0010,0010)' or '00100010' or '0010,0010' to an int tag; None for keywords."""
+    compact = text.replace(" ", "")
+    match = _TAG_RE.match(compact) or re.fullmatch(r"([0-9A-Fa-f]{4})([0-9A-Fa-f]{4})", compact)
+    if not match:
+        return None
+    return (int(match.group(1), 16) << 16) | int(match.group(2), 16)
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """DICOM PS3.15 Basic Profile and the options applied on top of it."""
+
+    retain_long_full_dates: bool = False
+    retain_long_modified_dates: bool = False
+    retain_patient_chars: bool = False
+    retain_device_id: bool = False
+    retain_institution_id: bool = False
+    retain_uids: bool = False
+    retain_safe_private: bool = False
+    clean_descriptors: bool = False
+    clean_graphics: bool = False
+    safe_private_tags: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+    # Pixel redaction configured for DICOM frames (regions or text); without it burned-in
+    # annotation sends the instance to dead letter.
+    pixel_redaction: bool = False
+
+    def __post_init__(self) -> None:
+        if self.retain_long_full_dates and self.retain_long_modified_dates:
+            raise ConfigError(
+                "--retain_long_full_dates and --retain_long_modified_dates exclude each other; pick one"
+            )
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in level-0 pixels."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0 or self.x < 0 or self.y < 0:
+            raise ConfigError(f"redaction box {self.as_list()} must have x, y >= 0 and width, height > 0")
+
+    def as_list(self) -> list[int]:
+        return [self.x, self.y, self.width, self.height]
+
+
+@dataclass(frozen=True)
+class RedactRegions:
+    """User boxes: applied to every slide (`everywhere`) and per input sha256 (`by_input`)."""
+
+    everywhere: tuple[Box, ...] = ()
+    by_input: tuple[tuple[str, tuple[Box, ...]], ...] = ()
+
+    def for_input(self, input_sha256: str) -> tuple[Box, ...]:
+        extra = dict(self.by_input).get(input_sha256, ())
+        return self.everywhere + extra
+
+    @classmethod
+    def parse(cls, text: str) -> RedactRegions:
+        text = text.strip()
+        if not text:
+            return cls()
+        if not text.startswith(("[", "{")):
+            try:
+                text = Path(text).read_text()
+            except OSError as exc:
+                raise ConfigError(f"--redact_regions is neither JSON nor a readable file: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--redact_regions is not valid JSON: {exc.msg} at position {exc.pos}") from None
+
+        def boxes(items: object) -> tuple[Box, ...]:
+            if not isinstance(items, list) or not all(
+                isinstance(b, list) and len(b) == 4 and all(isinstance(v, int) for v in b) for b in items
+            ):
+                raise ConfigError("--redact_regions boxes must be lists of four integers [x, y, width, height]")
+            return tuple(Box(*b) for b in items)
+
+        if isinstance(data, list):
+            return cls(everywhere=boxes(data))
+        if isinstance(data, dict):
+            everywhere = boxes(data.get("*", []))
+            by_input = tuple(sorted((k.lower(), boxes(v)) for k, v in data.items() if k != "*"))
+            return cls(everywhere=everywhere, by_input=by_input)
+        raise ConfigError("--redact_regions must be a JSON list of boxes or an object keyed by input sha256")
+
+
+@dataclass(frozen=True)
+class WsiSettings:
+    tile_size: int = 512
+    tile_overlap: int = 64
+    redact_text: str = "off"
+    redact_fill: str = "black"
+    label: str = "drop"
+    output_format: str = "tiff"
+    jpeg_quality: int = 90
+    regions: RedactRegions = field(default_factory=RedactRegions)
+
+    def __post_init__(self) -> None:
+        if self.tile_size % 16:
+            raise ConfigError(f"--tile_size {self.tile_size} must be a multiple of 16 (TIFF tile rule)")
+        if self.tile_overlap * 2 >= self.tile_size:
+            raise ConfigError("--tile_overlap must be less than half of --tile_size")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError("--jpeg_quality must be between 1 and 100")
+        for name, value, allowed in (
+            ("--redact_text", self.redact_text, REDACT_TEXT_MODES),
+            ("--redact_fill", self.redact_fill, REDACT_FILLS),
+            ("--label", self.label, LABEL_MODES),
+            ("--wsi_output_format", self.output_format, WSI_OUTPUT_FORMATS),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int = 200_000 * 200_000
+    max_file_bytes: int = 64 * 1024**3
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a worker needs, built once by the launcher. `key_token` is the run's secret."""
+
+    output: str
+    key_token: str = field(repr=False)
+    profile: ProfileSettings = field(default_factory=ProfileSettings)
+    wsi: WsiSettings = field(default_factory=WsiSettings)
+    limits: Limits = field(default_factory=Limits)
+    linkage: bool = False
+    scratch_location: str | None = None

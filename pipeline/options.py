@@ -1,0 +1,223 @@
+"""Pipeline options: the only place the job's parameters are declared.
+
+Option names are snake_case and identical to the Flex Template parameters in
+`templates/metadata.json` (tests/test_templates.py derives one from the other). Every option
+takes a value (`--name=value`) because Flex Templates pass all parameters that way; booleans
+also accept the bare flag (`--retain_uids`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from deid.settings import (
+    FILTER_PROFILES,
+    LABEL_MODES,
+    REDACT_FILLS,
+    REDACT_TEXT_MODES,
+    TEXT_REDACTION_MODES,
+    WSI_OUTPUT_FORMATS,
+)
+
+
+def parse_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in {"true", "1", "yes", "y", "on"}:
+        return True
+    if lowered in {"false", "0", "no", "n", "off", ""}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected zero or a positive integer, got {value!r}")
+    return number
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
+    parser.add_argument(
+        f"--{name}", type=parse_bool, nargs="?", const=True, default=False, help=help_text
+    )
+
+
+class DeidOptions(PipelineOptions):
+    """Options of the de-identification job (`python -m pipeline --help`)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("de-identification")
+        # Inputs and outputs.
+        group.add_argument(
+            "--input",
+            default=None,
+            help="Local directory, gs://bucket/prefix/ or glob (** recurses) of DICOM files and slides. "
+            "Optional when --healthcare_source_store or --dicomweb_source supplies the studies.",
+        )
+        group.add_argument(
+            "--output",
+            default=None,
+            help="Local directory or gs:// prefix for dicom/, wsi/, audit/ and dead_letter/.",
+        )
+        group.add_argument(
+            "--deid_key_file",
+            default=None,
+            help="File holding the secret for keyed pseudonyms (UIDs, IDs, date shifts, file names). "
+            "Without it a random key is made for the run and results will not link to other runs.",
+        )
+        group.add_argument(
+            "--linkage_output",
+            default=None,
+            help="Optional prefix for uid_mapping.csv and patient_id_mapping.csv (id_old,id_new). "
+            "The only place original identifiers are written; keep it private.",
+        )
+        # DICOM PS3.15 Basic Profile options.
+        _flag(group, "retain_long_full_dates", "Retain Longitudinal Temporal Information, Full Dates option.")
+        _flag(
+            group,
+            "retain_long_modified_dates",
+            "Retain Longitudinal Temporal Information, Modified Dates option: a keyed per-patient date shift.",
+        )
+        _flag(group, "retain_patient_chars", "Retain Patient Characteristics option (sex, age, size, ...).")
+        _flag(group, "retain_device_id", "Retain Device Identity option (serial numbers, station names).")
+        _flag(group, "retain_institution_id", "Retain Institution Identity option.")
+        _flag(group, "retain_uids", "Retain UIDs option: keep Study/Series/SOP and other UIDs unchanged.")
+        _flag(group, "retain_safe_private", "Retain Safe Private option: keep allow-listed private elements.")
+        group.add_argument(
+            "--safe_private_tags",
+            default="",
+            help="Comma-separated 'Creator:gggg,ee' pairs added to the built-in safe private allow-list "
+            "(used with --retain_safe_private), e.g. 'SIEMENS CSA HEADER:0029,08'.",
+        )
+        _flag(group, "clean_descriptors", "Clean Descriptors option: keep descriptions with PHI scrubbed.")
+        _flag(group, "clean_graphics", "Clean Graphics option: remove overlay planes (60xx) and annotations.")
+        group.add_argument(
+            "--keep",
+            default="",
+            help="Comma-separated keywords or tags (gggg,eeee) kept unchanged whatever the profile says.",
+        )
+        group.add_argument(
+            "--remove",
+            default="",
+            help="Comma-separated keywords or tags (gggg,eeee) removed whatever the profile says.",
+        )
+        # Whole-slide images and pixel redaction.
+        group.add_argument(
+            "--tile_size", type=positive_int, default=512, help="Tile edge in level-0 pixels (multiple of 16)."
+        )
+        group.add_argument(
+            "--tile_overlap",
+            type=non_negative_int,
+            default=64,
+            help="Pixels of context on each side of a tile used when detecting text.",
+        )
+        group.add_argument(
+            "--redact_regions",
+            default="",
+            help='JSON list of boxes in level-0 pixels, global [[x,y,w,h],...] or per slide '
+            '{"<input sha256>": [[x,y,w,h],...], "*": [...]}; or a path to such a JSON file.',
+        )
+        group.add_argument(
+            "--redact_text",
+            choices=REDACT_TEXT_MODES,
+            default="off",
+            help="Burned-in text: off, detect (OpenCV text-like regions) or ocr (detect, then tesseract).",
+        )
+        group.add_argument(
+            "--redact_fill", choices=REDACT_FILLS, default="black", help="How redacted pixels are filled."
+        )
+        group.add_argument(
+            "--label",
+            choices=LABEL_MODES,
+            default="drop",
+            help="Slide label and macro images: drop, blank, or redact with the text engine.",
+        )
+        group.add_argument(
+            "--wsi_output_format",
+            choices=WSI_OUTPUT_FORMATS,
+            default="tiff",
+            help="De-identified slide format: tiled pyramidal TIFF, DICOM VL Whole Slide Microscopy, or both.",
+        )
+        group.add_argument(
+            "--jpeg_quality", type=positive_int, default=90, help="JPEG quality (1-100) of re-encoded tiles."
+        )
+        # Limits against hostile inputs.
+        group.add_argument(
+            "--max_pixels",
+            type=positive_int,
+            default=200_000 * 200_000,
+            help="Largest declared image (width x height x frames) accepted; larger inputs are dead-lettered.",
+        )
+        group.add_argument(
+            "--max_file_bytes",
+            type=positive_int,
+            default=64 * 1024**3,
+            help="Largest input file accepted, in bytes; larger inputs are dead-lettered.",
+        )
+        group.add_argument(
+            "--scratch_location",
+            default=None,
+            help="Where tile pixels wait between stages (local directory or gs:// prefix). "
+            "Defaults to a worker-local temporary directory, or --temp_location on Dataflow.",
+        )
+        _flag(group, "qa_report", "Write OUTPUT/qa/index.html with before/after thumbnails and counts.")
+        # Google Cloud Healthcare API.
+        group.add_argument(
+            "--healthcare_source_store",
+            default=None,
+            help="projects/P/locations/L/datasets/D/dicomStores/S: studies to de-identify with the API.",
+        )
+        group.add_argument(
+            "--healthcare_destination_store",
+            default=None,
+            help="projects/P/locations/L/datasets/D/dicomStores/S: where the API writes de-identified data.",
+        )
+        group.add_argument(
+            "--healthcare_filter_profile",
+            choices=FILTER_PROFILES,
+            default="DEIDENTIFY_TAG_CONTENTS",
+            help="The Healthcare API v1 DicomConfig filterProfile.",
+        )
+        group.add_argument(
+            "--healthcare_text_redaction_mode",
+            choices=TEXT_REDACTION_MODES,
+            default="REDACT_NO_TEXT",
+            help="The Healthcare API v1 ImageConfig textRedactionMode for burned-in text.",
+        )
+        group.add_argument(
+            "--healthcare_keep_list", default="", help="Comma-separated DICOM keywords the API keeps."
+        )
+        group.add_argument(
+            "--healthcare_remove_list", default="", help="Comma-separated DICOM keywords the API removes."
+        )
+        group.add_argument(
+            "--healthcare_api_endpoint",
+            default="https://healthcare.googleapis.com/v1",
+            help="Base URL of the Healthcare API v1 (tests point it at a local server).",
+        )
+        group.add_argument(
+            "--healthcare_export_output",
+            default=None,
+            help="Optional gs:// prefix: export the destination store there when de-identification ends.",
+        )
+        # DICOMweb servers beyond Google.
+        group.add_argument(
+            "--dicomweb_source", default=None, help="DICOMweb base URL to read studies from (QIDO/WADO)."
+        )
+        group.add_argument(
+            "--dicomweb_destination",
+            default=None,
+            help="DICOMweb base URL to store de-identified instances into (STOW-RS).",
+        )
