@@ -21,7 +21,7 @@ system-deps:
 
 demo: venv
 	$(PY) scripts/make_demo_data.py $(DEMO_DATA)
-	$(PY) -m pipeline --input $(DEMO_DATA) --output $(DEMO_OUT) --deid_key_file $(DEMO_DATA)/demo.key
+	$(PY) -m pipeline --input $(DEMO_DATA)/input --output $(DEMO_OUT) --deid_key_file $(DEMO_DATA)/demo.key
 	$(PY) scripts/summarize_run.py $(DEMO_OUT)
 
 lint: venv

@@ -14,6 +14,10 @@ class DeidError(Exception):
 
     error_kind = "deid_error"
 
+    def __repr__(self) -> str:
+        # Beam's with_exception_handling hands the dead-letter branch repr(exc): keep it the message.
+        return str(self)
+
 
 class UnsupportedFormatError(DeidError):
     """The input is neither DICOM nor a whole-slide image this pipeline reads."""
@@ -67,6 +71,20 @@ class UnexpectedError(DeidError):
     error_kind = "unexpected_error"
 
 
+def safe_message_for(exc_type: type[BaseException], exc_repr: str) -> tuple[str, str]:
+    """As `safe_message`, from the (type, repr) pair Beam's dead-letter branch carries."""
+    if issubclass(exc_type, DeidError):
+        return exc_type.error_kind, exc_repr
+    return UnexpectedError.error_kind, _unexpected(exc_type)
+
+
+def _unexpected(exc_type: type[BaseException]) -> str:
+    return (
+        f"unexpected {exc_type.__name__} while processing this input (its text is withheld because "
+        "it may quote input values); report it with the input_sha256 of this record"
+    )
+
+
 def safe_message(exc: BaseException) -> tuple[str, str]:
     """Return (error_kind, message) for a dead-letter record without leaking input values.
 
@@ -75,8 +93,4 @@ def safe_message(exc: BaseException) -> tuple[str, str]:
     """
     if isinstance(exc, DeidError):
         return exc.error_kind, str(exc)
-    return (
-        UnexpectedError.error_kind,
-        f"unexpected {type(exc).__name__} while processing this input (its text is withheld because "
-        "it may quote input values); report it with the input_sha256 of this record",
-    )
+    return UnexpectedError.error_kind, _unexpected(type(exc))

@@ -139,7 +139,8 @@ class DeidOptions(PipelineOptions):
             "--redact_fill", choices=REDACT_FILLS, default="black", help="How redacted pixels are filled."
         )
         group.add_argument(
-            "--label",
+            # Not --label: Beam already owns that name (Dataflow job labels).
+            "--label_macro",
             choices=LABEL_MODES,
             default="drop",
             help="Slide label and macro images: drop, blank, or redact with the text engine.",

@@ -1,0 +1,208 @@
+"""Launcher: parse options, build the pipeline, run it.
+
+`build_pipeline(p, options)` wires the branches and returns their PCollections so tests can assert
+on them; `run(argv)` is what `python -m pipeline` and the `deid-pipeline` script call.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+)
+
+from deid.errors import ConfigError
+from deid.keys import DeidKey
+from deid.settings import (
+    Limits,
+    ProfileSettings,
+    RedactRegions,
+    RunSettings,
+    WsiSettings,
+    split_list,
+    split_tag_list,
+)
+from pipeline.options import DeidOptions
+from transforms.common import DeidOutputs
+from transforms.dicom import DeidentifyDicom
+from transforms.listing import ListInputs, admit
+from transforms.records import WriteJsonLines, WriteLinkage, dead_letter_audit
+
+_LOG = logging.getLogger("deid")
+
+
+class PipelineOutputs(NamedTuple):
+    """The PCollections `build_pipeline` returns: AuditRecords (ok and dead-letter) and DeadLetterRecords."""
+
+    audit: beam.PCollection
+    dead_letters: beam.PCollection
+
+
+def load_key(options: DeidOptions) -> DeidKey:
+    if not options.deid_key_file:
+        _LOG.warning(
+            "no --deid_key_file given: a random key was made for this run, so pseudonyms, UIDs and "
+            "date shifts will not link to other runs"
+        )
+        return DeidKey.generate()
+    try:
+        with FileSystems.open(options.deid_key_file) as handle:
+            return DeidKey.from_bytes(handle.read())
+    except OSError as exc:
+        raise ConfigError(f"cannot read --deid_key_file: {type(exc).__name__}") from None
+
+
+def settings_from_options(options: DeidOptions, key: DeidKey) -> RunSettings:
+    """Validate the options and freeze them into the picklable settings workers receive."""
+    if not options.output:
+        raise ConfigError("--output is required: a local directory or a gs:// prefix")
+    sources = [options.input, options.healthcare_source_store, options.dicomweb_source]
+    if not any(sources):
+        raise ConfigError("--input is required (or --healthcare_source_store / --dicomweb_source)")
+    regions = RedactRegions.parse(options.redact_regions)
+    wsi = WsiSettings(
+        tile_size=options.tile_size,
+        tile_overlap=options.tile_overlap,
+        redact_text=options.redact_text,
+        redact_fill=options.redact_fill,
+        label=options.label_macro,
+        output_format=options.wsi_output_format,
+        jpeg_quality=options.jpeg_quality,
+        regions=regions,
+    )
+    profile = ProfileSettings(
+        retain_long_full_dates=options.retain_long_full_dates,
+        retain_long_modified_dates=options.retain_long_modified_dates,
+        retain_patient_chars=options.retain_patient_chars,
+        retain_device_id=options.retain_device_id,
+        retain_institution_id=options.retain_institution_id,
+        retain_uids=options.retain_uids,
+        retain_safe_private=options.retain_safe_private,
+        clean_descriptors=options.clean_descriptors,
+        clean_graphics=options.clean_graphics,
+        safe_private_tags=split_list(options.safe_private_tags),
+        keep=split_tag_list(options.keep),
+        remove=split_tag_list(options.remove),
+        pixel_redaction=bool(regions.everywhere or regions.by_input or options.redact_text != "off"),
+    )
+    scratch = options.scratch_location or options.view_as(GoogleCloudOptions).temp_location
+    return RunSettings(
+        output=options.output,
+        key_token=key.to_token(),
+        profile=profile,
+        wsi=wsi,
+        limits=Limits(max_pixels=options.max_pixels, max_file_bytes=options.max_file_bytes),
+        linkage=bool(options.linkage_output),
+        scratch_location=scratch,
+    )
+
+
+def _route(ref: object) -> int:
+    kind = getattr(ref, "kind", "unknown")
+    return {"dicom": 0, "wsi": 1}.get(kind, 0)
+
+
+def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSettings | None = None) -> PipelineOutputs:
+    """Wire listing, the DICOM and WSI branches, and the audit/dead-letter/linkage writers."""
+    deid_options = options.view_as(DeidOptions)
+    if settings is None:
+        settings = settings_from_options(deid_options, load_key(deid_options))
+    branches: list[DeidOutputs] = []
+    dead_letters: list[beam.PCollection] = []
+
+    if deid_options.input:
+        refs, unreadable = p | "ListInputs" >> ListInputs(deid_options.input, settings.output)
+        admitted = refs | "Admit" >> beam.Map(admit, settings.limits.max_file_bytes).with_exception_handling(
+            main_tag="admitted", dead_letter_tag="refused"
+        )
+        from transforms.common import ToDeadLetters
+
+        dead_letters += [unreadable, admitted["refused"] | "Refused" >> ToDeadLetters()]
+        dicom_refs, wsi_refs = admitted["admitted"] | "ByKind" >> beam.Partition(lambda ref, _n: _route(ref), 2)
+        branches.append(dicom_refs | "Dicom" >> DeidentifyDicom(settings))
+        branches.append(wsi_refs | "Wsi" >> _wsi_branch(settings))
+
+    all_dead = (
+        [b.dead_letters for b in branches] + dead_letters
+    ) | "AllDeadLetters" >> beam.Flatten()
+    audit = (
+        [b.audit for b in branches] + [all_dead | "DeadLetterAudit" >> beam.Map(dead_letter_audit)]
+    ) | "AllAudit" >> beam.Flatten()
+
+    _ = audit | "WriteAudit" >> WriteJsonLines(settings.output, "audit")
+    _ = all_dead | "WriteDeadLetters" >> WriteJsonLines(settings.output, "dead_letter")
+    if deid_options.linkage_output:
+        linkage = [b.linkage for b in branches] | "AllLinkage" >> beam.Flatten()
+        _ = linkage | "WriteLinkage" >> WriteLinkage(deid_options.linkage_output)
+    return PipelineOutputs(audit=audit, dead_letters=all_dead)
+
+
+def _wsi_branch(settings: RunSettings) -> beam.PTransform:
+    from transforms.wsi import DeidentifyWsi
+
+    return DeidentifyWsi(settings)
+
+
+def _check_output_writable(output: str) -> None:
+    probe = FileSystems.join(output, ".tmp", f"probe-{uuid.uuid4().hex}")
+    try:
+        with FileSystems.create(probe) as handle:
+            handle.write(b"")
+        FileSystems.delete([probe])
+    except (OSError, beam.io.filesystem.BeamIOError) as exc:
+        raise ConfigError(f"--output is not writable ({type(exc).__name__}); check the path and permissions") from None
+
+
+def pipeline_options_from_argv(argv: Sequence[str]) -> PipelineOptions:
+    options = PipelineOptions(list(argv))
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+        standard.runner = "DirectRunner"
+    deid_options = options.view_as(DeidOptions)
+    local = standard.runner in StandardOptions.LOCAL_RUNNERS
+    uses_gcs = any(
+        (value or "").startswith("gs://")
+        for value in (deid_options.input, deid_options.output, deid_options.linkage_output, deid_options.deid_key_file)
+    )
+    if local and not uses_gcs and not deid_options.healthcare_source_store:
+        # Nothing here talks to Google: skip Beam's credential lookup, which retries for ~26 s offline.
+        options.view_as(GoogleCloudOptions).no_auth = True
+    options.view_as(SetupOptions).save_main_session = False
+    return options
+
+
+def run(argv: Sequence[str] | None = None) -> beam.runners.runner.PipelineResult:
+    """Parse argv, build and run the pipeline; wait for it when running locally."""
+    options = pipeline_options_from_argv(sys.argv[1:] if argv is None else argv)
+    deid_options = options.view_as(DeidOptions)
+    settings = settings_from_options(deid_options, load_key(deid_options))
+    _check_output_writable(settings.output)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, options, settings)
+    result = pipeline.run()
+    if options.view_as(StandardOptions).runner in StandardOptions.LOCAL_RUNNERS:
+        result.wait_until_finish()
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run(argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args = sys.argv[1:] if argv is None else argv
+    output = pipeline_options_from_argv(args).view_as(DeidOptions).output
+    print(f"done: results under {output} (audit/, dead_letter/, dicom/, wsi/)")
+    return 0

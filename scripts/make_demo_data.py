@@ -1,0 +1,144 @@
+"""Make synthetic sample inputs full of fake PHI for `make demo`.
+
+Writes DIR/input/ (DICOM studies, a slide, and a few bad files) and DIR/demo.key. All names,
+IDs and dates are invented.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
+
+PATIENTS = [
+    ("DOE^JANE", "MRN-0042-77", "19610412"),
+    ("ROE^RICHARD", "MRN-0099-13", "19750830"),
+]
+
+
+def _dataset(sop_class: str, patient: tuple[str, str, str], study_uid: str, series_uid: str, number: int) -> Dataset:
+    name, patient_id, birth = patient
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    sop_uid = generate_uid()
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.FrameOfReferenceUID = generate_uid(prefix=None, entropy_srcs=[study_uid, "for"])
+    ds.PatientName = name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = birth
+    ds.PatientSex = "F" if "JANE" in name else "M"
+    ds.PatientAge = "063Y"
+    ds.OtherPatientIDsSequence = Sequence([Dataset()])
+    ds.OtherPatientIDsSequence[0].PatientID = patient_id + "-OLD"
+    ds.OtherPatientIDsSequence[0].IssuerOfPatientID = "GENERAL HOSPITAL"
+    ds.StudyDate = "20240115"
+    ds.SeriesDate = "20240115"
+    ds.ContentDate = "20240115"
+    ds.StudyTime = "101500"
+    ds.AccessionNumber = f"ACC{number:05d}"
+    ds.StudyID = "S1"
+    ds.InstitutionName = "General Hospital"
+    ds.ReferringPhysicianName = "HOUSE^GREGORY"
+    ds.OperatorsName = "TECH^TINA"
+    ds.StationName = "CT-ROOM-3"
+    ds.DeviceSerialNumber = "SN-123456"
+    ds.StudyDescription = f"CT chest for {name.split('^')[0].title()}"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = number
+    ds.ImageComments = f"Patient {patient_id} tolerated the scan"
+    ds.add_new(0x00110010, "LO", "ACME PRIVATE")
+    ds.add_new(0x00111001, "LO", f"{name} internal note")
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = sop_class
+    ref.ReferencedSOPInstanceUID = generate_uid(prefix=None, entropy_srcs=[study_uid, "ref"])
+    ds.ReferencedImageSequence = Sequence([ref])
+    ds.Modality = "US" if sop_class == UltrasoundImageStorage else "CT"
+    ds.Rows = 32
+    ds.Columns = 32
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    rng = np.random.default_rng(number)
+    ds.PixelData = rng.integers(0, 4095, (32, 32), dtype=np.uint16).tobytes()
+    if sop_class == UltrasoundImageStorage:
+        ds.BurnedInAnnotation = "YES"
+    ds.preamble = b"\x00" * 128
+    return ds
+
+
+def _slide(path: Path) -> bool:
+    """A small Aperio-style SVS with PHI in its description, a label and a macro."""
+    try:
+        import tifffile
+    except ImportError:
+        return False
+    rng = np.random.default_rng(7)
+    level0 = (rng.normal(215, 12, (1024, 1024, 3))).clip(0, 255).astype(np.uint8)
+    level0[300:700, 300:700] = (180, 90, 160)
+    description = (
+        "Aperio Image Library v12.0.15\r\n1024x1024 [0,0 1024x1024] (256x256) JPEG/RGB Q=80"
+        "|AppMag = 20|MPP = 0.4990|Filename = DOE_JANE_MRN-0042-77|Date = 01/15/24|Time = 10:15:00"
+        "|User = tech.tina|ScanScope ID = SS1234"
+    )
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(level0, tile=(256, 256), compression="jpeg", description=description, photometric="rgb")
+        tif.write(level0[::4, ::4].copy(), description="Aperio Image Library v12.0.15\r\n256x256 -> 256x256",
+                  photometric="rgb")
+        tif.write(level0[::2, ::2].copy(), tile=(256, 256), compression="jpeg", photometric="rgb",
+                  description="Aperio Image Library v12.0.15\r\n512x512")
+        label = np.full((200, 400, 3), 255, np.uint8)
+        tif.write(label, description="Aperio Image Library v12.0.15\r\nlabel 400x200", photometric="rgb",
+                  subfiletype=1)
+        tif.write(label.copy(), description="Aperio Image Library v12.0.15\r\nmacro 400x200", photometric="rgb",
+                  subfiletype=9)
+    return True
+
+
+def main(target: str) -> None:
+    root = Path(target)
+    inputs = root / "input"
+    (inputs / "studies").mkdir(parents=True, exist_ok=True)
+    (inputs / "slides").mkdir(parents=True, exist_ok=True)
+    (inputs / "misc").mkdir(parents=True, exist_ok=True)
+    number = 0
+    for patient_index, patient in enumerate(PATIENTS):
+        study_uid = generate_uid()
+        for series_index in range(2):
+            series_uid = generate_uid()
+            for _ in range(3):
+                number += 1
+                ds = _dataset(CTImageStorage, patient, study_uid, series_uid, number)
+                # Deliberately misleading names: classification is by content, not extension.
+                name = f"p{patient_index}_s{series_index}_{number}.{'img' if number % 2 else 'dcm'}"
+                pydicom.dcmwrite(inputs / "studies" / name, ds, enforce_file_format=True)
+    us = _dataset(UltrasoundImageStorage, PATIENTS[0], generate_uid(), generate_uid(), 99)
+    pydicom.dcmwrite(inputs / "studies" / "us_with_burned_in_text.dcm", us, enforce_file_format=True)
+    good = (inputs / "studies" / "p0_s0_1.img").read_bytes()
+    (inputs / "misc" / "truncated.dcm").write_bytes(good[: len(good) // 3])
+    (inputs / "misc" / "notes.txt").write_text("not an image\n")
+    (inputs / "misc" / "empty.dcm").write_bytes(b"")
+    _slide(inputs / "slides" / "DOE_JANE_slide.svs")
+    key = root / "demo.key"
+    if not key.exists():
+        key.write_bytes(np.random.default_rng().bytes(32))
+    count = sum(1 for p in inputs.rglob("*") if p.is_file())
+    print(f"sample data: {count} files under {inputs} (key: {key})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "demo_data")

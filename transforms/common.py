@@ -1,0 +1,91 @@
+"""Shared pieces of the Beam layer: the outputs every branch returns, and dead-letter conversion."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from deid.classify import InputRef
+from deid.errors import safe_message_for
+from deid.records import AuditRecord, DeadLetterRecord
+
+METRICS_NAMESPACE = "deid"
+
+
+class DeidOutputs(NamedTuple):
+    """What each input branch (DICOM, WSI, Healthcare API) returns to `build_pipeline`.
+
+    audit: PCollection[AuditRecord] for inputs that succeeded.
+    dead_letters: PCollection[DeadLetterRecord] for inputs that failed.
+    linkage: PCollection[tuple[str, str, str]] of (table, id_old, id_new), table being
+        'uid' or 'patient_id'; empty unless --linkage_output was given.
+    """
+
+    audit: beam.PCollection
+    dead_letters: beam.PCollection
+    linkage: beam.PCollection
+
+
+def count_actions(actions: dict[str, int]) -> None:
+    """One Beam counter per de-identification action."""
+    for name, value in actions.items():
+        if value:
+            Metrics.counter(METRICS_NAMESPACE, f"action_{name}").inc(value)
+
+
+class _ToDeadLetter(beam.DoFn):
+    """(InputRef, (exc_type, exc_repr, traceback)) -> DeadLetterRecord, counting each failure kind.
+
+    The traceback is dropped on purpose: third-party exception texts may quote input values.
+    """
+
+    def process(self, bad: tuple[Any, tuple[type[BaseException], str, list[str]]]) -> Iterable[DeadLetterRecord]:
+        element, (exc_type, exc_repr, _traceback) = bad
+        ref = _input_ref_of(element)
+        error_kind, message = safe_message_for(exc_type, exc_repr)
+        Metrics.counter(METRICS_NAMESPACE, f"dead_letter_{error_kind}").inc()
+        yield DeadLetterRecord(
+            input_sha256=ref.sha256 if ref else "",
+            error_kind=error_kind,
+            message=message,
+            kind=ref.kind if ref else "unknown",
+        )
+
+
+def _input_ref_of(element: Any) -> InputRef | None:
+    if isinstance(element, InputRef):
+        return element
+    if isinstance(element, tuple):
+        for part in element:
+            found = _input_ref_of(part)
+            if found:
+                return found
+    return getattr(element, "input_ref", None)
+
+
+class ToDeadLetters(beam.PTransform):
+    """PCollection[(element, exception info)] from `with_exception_handling` -> PCollection[DeadLetterRecord].
+
+    The element must be an InputRef, hold one in a tuple, or have an `input_ref` attribute.
+    """
+
+    def expand(self, bad: beam.PCollection) -> beam.PCollection:
+        return bad | beam.ParDo(_ToDeadLetter())
+
+
+def empty(pipeline: beam.Pipeline, label: str) -> beam.PCollection:
+    return pipeline | label >> beam.Create([])
+
+
+def audit_ok(ref: InputRef, outputs: Iterable[str], actions: dict[str, int], **details: object) -> AuditRecord:
+    return AuditRecord(
+        input_sha256=ref.sha256,
+        kind=ref.kind,
+        status="ok",
+        outputs=tuple(outputs),
+        actions=actions,
+        details=details,
+    )
