@@ -80,11 +80,15 @@ def dicom_sop_class(head: bytes) -> str | None:
 
 
 def classify_head(head: bytes) -> tuple[Kind, str]:
-    """(kind, subtype) from the first bytes of a file."""
-    if is_tiff(head):
-        return "wsi", "tiff"
-    if has_dicm_preamble(head) or looks_like_raw_dicom(head):
+    """(kind, subtype) from the first bytes of a file.
+
+    DICM is tested before TIFF magic: a DICOM preamble may legally hold a TIFF header
+    (dual-personality files), and such a file is still read as DICOM.
+    """
+    if has_dicm_preamble(head) or (not is_tiff(head) and looks_like_raw_dicom(head)):
         if dicom_sop_class(head) == VL_WHOLE_SLIDE_MICROSCOPY:
             return "wsi", "dicom-wsi"
         return "dicom", "dicom"
+    if is_tiff(head):
+        return "wsi", "tiff"
     return "unknown", ""
