@@ -69,9 +69,7 @@ def dicom_sop_class(head: bytes) -> str | None:
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(
-            io.BytesIO(head), force=True, stop_before_pixels=True, specific_tags=["SOPClassUID"]
-        )
+        ds = pydicom.dcmread(io.BytesIO(head), force=True, stop_before_pixels=True, specific_tags=["SOPClassUID"])
         meta = getattr(ds, "file_meta", None)
         value = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else None)
     except (InvalidDicomError, EOFError, OSError, ValueError, struct.error, KeyError, TypeError):

@@ -80,9 +80,7 @@ class ProfileSettings:
 
     def __post_init__(self) -> None:
         if self.retain_long_full_dates and self.retain_long_modified_dates:
-            raise ConfigError(
-                "--retain_long_full_dates and --retain_long_modified_dates exclude each other; pick one"
-            )
+            raise ConfigError("--retain_long_full_dates and --retain_long_modified_dates exclude each other; pick one")
 
 
 @dataclass(frozen=True)

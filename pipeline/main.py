@@ -107,9 +107,11 @@ def settings_from_options(options: DeidOptions, key: DeidKey) -> RunSettings:
     )
 
 
-def _route(ref: object) -> int:
-    kind = getattr(ref, "kind", "unknown")
-    return {"dicom": 0, "wsi": 1}.get(kind, 0)
+class _ByKind(beam.PartitionFn):
+    """InputRef -> 0 for DICOM, 1 for slides (unknown kinds were dead-lettered by `admit`)."""
+
+    def partition_for(self, element: object, num_partitions: int, *args: object, **kwargs: object) -> int:
+        return 1 if getattr(element, "kind", "") == "wsi" else 0
 
 
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSettings | None = None) -> PipelineOutputs:
@@ -128,13 +130,11 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
         from transforms.common import ToDeadLetters
 
         dead_letters += [unreadable, admitted["refused"] | "Refused" >> ToDeadLetters()]
-        dicom_refs, wsi_refs = admitted["admitted"] | "ByKind" >> beam.Partition(lambda ref, _n: _route(ref), 2)
+        dicom_refs, wsi_refs = admitted["admitted"] | "ByKind" >> beam.Partition(_ByKind(), 2)
         branches.append(dicom_refs | "Dicom" >> DeidentifyDicom(settings))
         branches.append(wsi_refs | "Wsi" >> _wsi_branch(settings))
 
-    all_dead = (
-        [b.dead_letters for b in branches] + dead_letters
-    ) | "AllDeadLetters" >> beam.Flatten()
+    all_dead = ([b.dead_letters for b in branches] + dead_letters) | "AllDeadLetters" >> beam.Flatten()
     audit = (
         [b.audit for b in branches] + [all_dead | "DeadLetterAudit" >> beam.Map(dead_letter_audit)]
     ) | "AllAudit" >> beam.Flatten()

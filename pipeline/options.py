@@ -47,10 +47,8 @@ def non_negative_int(value: str) -> int:
     return number
 
 
-def _flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
-    parser.add_argument(
-        f"--{name}", type=parse_bool, nargs="?", const=True, default=False, help=help_text
-    )
+def _flag(parser: argparse._ActionsContainer, name: str, help_text: str) -> None:
+    parser.add_argument(f"--{name}", type=parse_bool, nargs="?", const=True, default=False, help=help_text)
 
 
 class DeidOptions(PipelineOptions):
@@ -126,7 +124,7 @@ class DeidOptions(PipelineOptions):
         group.add_argument(
             "--redact_regions",
             default="",
-            help='JSON list of boxes in level-0 pixels, global [[x,y,w,h],...] or per slide '
+            help="JSON list of boxes in level-0 pixels, global [[x,y,w,h],...] or per slide "
             '{"<input sha256>": [[x,y,w,h],...], "*": [...]}; or a path to such a JSON file.',
         )
         group.add_argument(
@@ -197,9 +195,7 @@ class DeidOptions(PipelineOptions):
             default="REDACT_NO_TEXT",
             help="The Healthcare API v1 ImageConfig textRedactionMode for burned-in text.",
         )
-        group.add_argument(
-            "--healthcare_keep_list", default="", help="Comma-separated DICOM keywords the API keeps."
-        )
+        group.add_argument("--healthcare_keep_list", default="", help="Comma-separated DICOM keywords the API keeps.")
         group.add_argument(
             "--healthcare_remove_list", default="", help="Comma-separated DICOM keywords the API removes."
         )

@@ -97,15 +97,23 @@ def _slide(path: Path) -> bool:
     )
     with tifffile.TiffWriter(path) as tif:
         tif.write(level0, tile=(256, 256), compression="jpeg", description=description, photometric="rgb")
-        tif.write(level0[::4, ::4].copy(), description="Aperio Image Library v12.0.15\r\n256x256 -> 256x256",
-                  photometric="rgb")
-        tif.write(level0[::2, ::2].copy(), tile=(256, 256), compression="jpeg", photometric="rgb",
-                  description="Aperio Image Library v12.0.15\r\n512x512")
+        tif.write(
+            level0[::4, ::4].copy(),
+            description="Aperio Image Library v12.0.15\r\n256x256 -> 256x256",
+            photometric="rgb",
+        )
+        tif.write(
+            level0[::2, ::2].copy(),
+            tile=(256, 256),
+            compression="jpeg",
+            photometric="rgb",
+            description="Aperio Image Library v12.0.15\r\n512x512",
+        )
         label = np.full((200, 400, 3), 255, np.uint8)
-        tif.write(label, description="Aperio Image Library v12.0.15\r\nlabel 400x200", photometric="rgb",
-                  subfiletype=1)
-        tif.write(label.copy(), description="Aperio Image Library v12.0.15\r\nmacro 400x200", photometric="rgb",
-                  subfiletype=9)
+        tif.write(label, description="Aperio Image Library v12.0.15\r\nlabel 400x200", photometric="rgb", subfiletype=1)
+        tif.write(
+            label.copy(), description="Aperio Image Library v12.0.15\r\nmacro 400x200", photometric="rgb", subfiletype=9
+        )
     return True
 
 

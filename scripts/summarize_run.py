@@ -30,7 +30,11 @@ def summarize(output: str) -> str:
         f"inputs read:       {len(audit)} ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})",
         f"de-identified:     {len(ok)} inputs, {sum(len(r['outputs']) for r in ok)} output files",
         f"dead-lettered:     {len(dead)}"
-        + (f" ({', '.join(f'{k} {v}' for k, v in sorted(Counter(d['error_kind'] for d in dead).items()))})" if dead else ""),
+        + (
+            f" ({', '.join(f'{k} {v}' for k, v in sorted(Counter(d['error_kind'] for d in dead).items()))})"
+            if dead
+            else ""
+        ),
         "actions:",
         *(f"  {name:<28} {count}" for name, count in sorted(actions.items())),
         f"results:           {output}",

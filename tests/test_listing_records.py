@@ -55,7 +55,9 @@ def test_listing_classifies_by_content_and_skips_output(tmp_path: Path) -> None:
         kinds = refs | beam.Map(lambda r: (Path(r.path).name, r.kind, r.subtype, len(r.sha256)))
         assert_that(
             kinds,
-            equal_to([("scan.txt", "dicom", "dicom", 64), ("slide.dcm", "wsi", "tiff", 64), ("notes.dcm", "unknown", "", 64)]),
+            equal_to(
+                [("scan.txt", "dicom", "dicom", 64), ("slide.dcm", "wsi", "tiff", 64), ("notes.dcm", "unknown", "", 64)]
+            ),
         )
         assert_that(unreadable, equal_to([]), label="NothingUnreadable")
 
@@ -86,7 +88,9 @@ def test_writers_produce_contract_files(tmp_path: Path) -> None:
         _ = p | "D" >> beam.Create(dead) | "WD" >> WriteJsonLines(str(tmp_path), "dead_letter")
         _ = p | "L" >> beam.Create(linkage) | "WL" >> WriteLinkage(str(tmp_path / "link"))
 
-    audit_lines = [json.loads(line) for f in (tmp_path / "audit").glob("*.jsonl") for line in f.read_text().splitlines()]
+    audit_lines = [
+        json.loads(line) for f in (tmp_path / "audit").glob("*.jsonl") for line in f.read_text().splitlines()
+    ]
     assert [r["input_sha256"][0] for r in audit_lines] == ["a", "b"]  # sorted, one line each
     assert audit_lines[0]["status"] == "dead_letter" and audit_lines[1]["outputs"] == ["dicom/1/2/3.dcm"]
     (dead_file,) = (tmp_path / "dead_letter").glob("*.jsonl")

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
+from deid.dicom.deidentify import deidentify, output_relpath, read_dicom, write_dicom
 
 from deid.classify import InputRef
-from deid.dicom.deidentify import deidentify, output_relpath, read_dicom, write_dicom
 from deid.keys import DeidKey
 from deid.settings import RunSettings
 from transforms._io import read_all, write_atomically

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -24,7 +25,7 @@ def input_pattern(input_location: str) -> str:
 class _ClassifyFn(beam.DoFn):
     """FileMetadata -> InputRef (path, size, sha256, kind). Reads each object once, streaming."""
 
-    def process(self, metadata: fileio.FileMetadata) -> Iterable[InputRef]:
+    def process(self, metadata: Any) -> Iterable[InputRef]:  # fileio.FileMetadata
         sha256, head, size = sha256_and_head(metadata.path, HEAD_BYTES)
         kind, subtype = classify_head(head)
         Metrics.counter(METRICS_NAMESPACE, f"inputs_{kind}").inc()
@@ -65,8 +66,7 @@ class ListInputs(beam.PTransform):
         matched = (
             pbegin
             | "Match" >> fileio.MatchFiles(self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
-            | "SkipOwnOutput"
-            >> beam.Filter(lambda m: not m.path.startswith(output) and f"/{TMP_DIR}/" not in m.path)
+            | "SkipOwnOutput" >> beam.Filter(lambda m: not m.path.startswith(output) and f"/{TMP_DIR}/" not in m.path)
             | "Reshuffle" >> beam.Reshuffle()
         )
         classified = matched | "Classify" >> beam.ParDo(_ClassifyFn()).with_exception_handling(

@@ -45,11 +45,7 @@ class _SortedLines(beam.PTransform):
     """
 
     def expand(self, lines: beam.PCollection) -> beam.PCollection:
-        return (
-            lines
-            | beam.combiners.ToList()
-            | beam.FlatMap(sorted)
-        )
+        return lines | beam.combiners.ToList() | beam.FlatMap(sorted)
 
 
 class WriteLinkage(beam.PTransform):
