@@ -42,9 +42,7 @@ class InstanceKey:
 
     def ref_hash(self) -> str:
         """A stable sha256 of the instance path, for records about instances never read."""
-        return hashlib.sha256(
-            f"/studies/{self.study}/series/{self.series}/instances/{self.sop}".encode()
-        ).hexdigest()
+        return hashlib.sha256(f"/studies/{self.study}/series/{self.series}/instances/{self.sop}".encode()).hexdigest()
 
 
 def make_client(
@@ -79,9 +77,7 @@ def translate(exc: BaseException, what: str) -> DicomwebError:
         }.get(status, "retries exhausted" if status in RETRYABLE_STATUSES else "request refused")
         return DicomwebError(f"DICOMweb {what}: HTTP {status}: {hint}")
     if isinstance(exc, requests.ConnectionError | requests.Timeout):
-        return DicomwebError(
-            f"DICOMweb {what}: {type(exc).__name__}; check the URL and that the server is up"
-        )
+        return DicomwebError(f"DICOMweb {what}: {type(exc).__name__}; check the URL and that the server is up")
     return DicomwebError(f"DICOMweb {what}: {type(exc).__name__}")
 
 
@@ -91,9 +87,7 @@ def list_instances(client: Any, what: str = "QIDO-RS search for instances") -> l
     offset = 0
     while True:
         try:
-            page = client.search_for_instances(
-                limit=QIDO_PAGE, offset=offset, fields=[STUDY_UID, SERIES_UID, SOP_UID]
-            )
+            page = client.search_for_instances(limit=QIDO_PAGE, offset=offset, fields=[STUDY_UID, SERIES_UID, SOP_UID])
         except (requests.RequestException, ValueError) as exc:
             raise translate(exc, what) from None
         for item in page:
@@ -117,9 +111,7 @@ def retrieve_bytes(client: Any, key: InstanceKey) -> bytes:
     import pydicom
 
     try:
-        dataset = client.retrieve_instance(
-            key.study, key.series, key.sop, media_types=(("application/dicom", "*"),)
-        )
+        dataset = client.retrieve_instance(key.study, key.series, key.sop, media_types=(("application/dicom", "*"),))
     except (requests.RequestException, ValueError) as exc:
         raise translate(exc, "WADO-RS retrieve instance") from None
     buffer = io.BytesIO()
@@ -142,9 +134,7 @@ def store_datasets(client: Any, datasets: Sequence[Any], what: str = "STOW-RS") 
             f"DICOMweb {what}: the server refused {len(failed)} of {len(datasets)} instances "
             f"(failure reasons {', '.join(f'0x{r:04X}' for r in reasons)})"
         )
-    stored = [
-        str(item.ReferencedSOPInstanceUID) for item in getattr(response, "ReferencedSOPSequence", []) or []
-    ]
+    stored = [str(item.ReferencedSOPInstanceUID) for item in getattr(response, "ReferencedSOPSequence", []) or []]
     return stored or [str(ds.SOPInstanceUID) for ds in datasets]
 
 

@@ -162,9 +162,7 @@ def parse_instance(data: bytes) -> Instance:
             data,
         )
     except AttributeError:
-        raise ApiError(
-            400, "INVALID_ARGUMENT", "instance lacks a study, series, SOP instance or class UID"
-        ) from None
+        raise ApiError(400, "INVALID_ARGUMENT", "instance lacks a study, series, SOP instance or class UID") from None
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -173,9 +171,7 @@ def parse_instance(data: bytes) -> Instance:
 class FakeHealthcare:
     """The server's logic, independent of the HTTP plumbing."""
 
-    def __init__(
-        self, deidentifier: tuple[str, Deidentifier], stores: list[str], require_auth: bool = True
-    ) -> None:
+    def __init__(self, deidentifier: tuple[str, Deidentifier], stores: list[str], require_auth: bool = True) -> None:
         self.state = State(deidentifier_name=deidentifier[0])
         self.deidentify_fn = deidentifier[1]
         self.require_auth = require_auth
@@ -190,9 +186,7 @@ class FakeHealthcare:
                 if rule.get("count", 0) > 0 and rule.get("match", "") in line:
                     rule["count"] -= 1
                     code = int(rule.get("status", 503))
-                    status = {429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE", 500: "INTERNAL"}.get(
-                        code, "UNKNOWN"
-                    )
+                    status = {429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE", 500: "INTERNAL"}.get(code, "UNKNOWN")
                     return ApiError(code, status, f"injected fault {code}")
         return None
 
@@ -263,14 +257,10 @@ class FakeHealthcare:
         status = 200 if not failed else (409 if not referenced else 202)
         return status, body
 
-    def qido(
-        self, store: str, query: dict[str, list[str]], study: str | None, series: str | None
-    ) -> list[Any]:
+    def qido(self, store: str, query: dict[str, list[str]], study: str | None, series: str | None) -> list[Any]:
         items = sorted(self.store(store).items())
         selected = [
-            i
-            for _p, i in items
-            if (study is None or i.study == study) and (series is None or i.series == series)
+            i for _p, i in items if (study is None or i.study == study) and (series is None or i.series == series)
         ]
         offset = int(query.get("offset", ["0"])[0])
         limit = int(query.get("limit", ["5000"])[0])
@@ -304,18 +294,14 @@ class FakeHealthcare:
         discovery.validate_request(discovery.DEIDENTIFY, body)
         dicom = body.get("config", {}).get("dicom", {})
         if sum(k in dicom for k in ("keepList", "removeList", "filterProfile")) > 1:
-            raise ApiError(
-                400, "INVALID_ARGUMENT", "only one of keepList, removeList and filterProfile may be set"
-            )
+            raise ApiError(400, "INVALID_ARGUMENT", "only one of keepList, removeList and filterProfile may be set")
         if "destinationStore" not in body:
             raise ApiError(400, "INVALID_ARGUMENT", "destinationStore is required")
         if "config" in body and "gcsConfigUri" in body:
             raise ApiError(400, "INVALID_ARGUMENT", "only one of config and gcsConfigUri may be set")
         instances = sorted(self.store(source).items())
         destination = self.store(body["destinationStore"])
-        operation = self._new_operation(
-            source, "google.cloud.healthcare.v1.dicom.DicomService.DeidentifyDicomStore"
-        )
+        operation = self._new_operation(source, "google.cloud.healthcare.v1.dicom.DicomService.DeidentifyDicomStore")
         fail_first = int(self.state.faults.get("fail_instances", 0))
         config = body.get("config", {})
         for index, (_path, instance) in enumerate(instances):
@@ -336,9 +322,7 @@ class FakeHealthcare:
         discovery.validate_request(discovery.IMPORT, body)
         uri = body.get("gcsSource", {}).get("uri", "")
         target = self.store(store)
-        operation = self._new_operation(
-            store, "google.cloud.healthcare.v1.dicom.DicomService.ImportDicomData"
-        )
+        operation = self._new_operation(store, "google.cloud.healthcare.v1.dicom.DicomService.ImportDicomData")
         for data in _gcs_read_matching(uri):
             try:
                 instance = parse_instance(data)
@@ -358,9 +342,7 @@ class FakeHealthcare:
         prefix = body.get("gcsDestination", {}).get("uriPrefix", "")
         if not prefix.startswith("gs://"):
             raise ApiError(400, "INVALID_ARGUMENT", "gcsDestination.uriPrefix must be a gs:// URI")
-        operation = self._new_operation(
-            store, "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
-        )
+        operation = self._new_operation(store, "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData")
         for path, instance in sorted(self.store(store).items()):
             rel = path.replace("/studies/", "").replace("/series/", "/").replace("/instances/", "/") + ".dcm"
             _gcs_write(prefix.rstrip("/") + "/" + rel, instance.data)
@@ -385,9 +367,7 @@ class FakeHealthcare:
                 done = operation.finished
         total = operation.success + operation.failure
         counter = (
-            {"success": str(operation.success), "failure": str(operation.failure)}
-            if done
-            else {"pending": str(total)}
+            {"success": str(operation.success), "failure": str(operation.failure)} if done else {"pending": str(total)}
         )
         metadata: dict[str, Any] = {
             "@type": _META,
@@ -404,9 +384,7 @@ class FakeHealthcare:
             if operation.error:
                 result["error"] = operation.error
             else:
-                result["response"] = {
-                    "@type": "type.googleapis.com/google.cloud.healthcare.v1.dicom.DeidentifySummary"
-                }
+                result["response"] = {"@type": "type.googleapis.com/google.cloud.healthcare.v1.dicom.DeidentifySummary"}
         return result
 
 
@@ -423,12 +401,10 @@ def _sop_ref(instance: Instance) -> dict[str, Any]:
 
 def _gcs_client() -> Any:
     from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
+    from google.cloud import storage  # type: ignore[attr-defined]
 
     if not os.environ.get("STORAGE_EMULATOR_HOST"):
-        raise ApiError(
-            400, "FAILED_PRECONDITION", "the fake server has no GCS emulator (STORAGE_EMULATOR_HOST)"
-        )
+        raise ApiError(400, "FAILED_PRECONDITION", "the fake server has no GCS emulator (STORAGE_EMULATOR_HOST)")
     return storage.Client(project="fake-project", credentials=AnonymousCredentials())
 
 
@@ -518,9 +494,7 @@ def make_handler(app: FakeHealthcare) -> type[BaseHTTPRequestHandler]:
             self._send(code, json.dumps(value).encode(), content_type)
 
         def _error(self, error: ApiError) -> None:
-            self._json(
-                error.code, {"error": {"code": error.code, "message": error.message, "status": error.status}}
-            )
+            self._json(error.code, {"error": {"code": error.code, "message": error.message, "status": error.status}})
 
         def do_GET(self) -> None:
             self._dispatch("GET")
@@ -577,16 +551,12 @@ def make_handler(app: FakeHealthcare) -> type[BaseHTTPRequestHandler]:
             else:
                 raise ApiError(404, "NOT_FOUND", "unknown control route")
 
-        def _route(
-            self, verb: str, path: str, query: dict[str, list[str]], raw: bytes, record: dict[str, Any]
-        ) -> None:
+        def _route(self, verb: str, path: str, query: dict[str, list[str]], raw: bytes, record: dict[str, Any]) -> None:
             body = json.loads(raw) if raw and verb == "POST" and "dicomWeb" not in path else {}
             if match := re.fullmatch(rf"({_STORE_PATH}):(deidentify|import|export)", path):
                 store, action = match.groups()
                 record["validated"] = action
-                call = {"deidentify": app.deidentify, "import": app.import_gcs, "export": app.export_gcs}[
-                    action
-                ]
+                call = {"deidentify": app.deidentify, "import": app.import_gcs, "export": app.export_gcs}[action]
                 self._json(200, call(store, body))
             elif match := re.fullmatch(rf"({_STORE_PATH})/dicomWeb/(.*)", path):
                 self._dicomweb(verb, match.group(1), match.group(2), query, raw)
@@ -603,25 +573,17 @@ def make_handler(app: FakeHealthcare) -> type[BaseHTTPRequestHandler]:
             else:
                 raise ApiError(404, "NOT_FOUND", "unknown method")
 
-        def _dicomweb(
-            self, verb: str, store: str, rest: str, query: dict[str, list[str]], raw: bytes
-        ) -> None:
+        def _dicomweb(self, verb: str, store: str, rest: str, query: dict[str, list[str]], raw: bytes) -> None:
             base = f"http://{self.headers.get('Host', '127.0.0.1')}/v1/{store}/dicomWeb"
             if verb == "POST" and re.fullmatch(r"studies(/[^/]+)?", rest):
                 parts = _multipart_parts(self.headers.get("Content-Type", ""), raw)
                 code, body = app.stow(store, parts, base)
                 self._json(code, body, "application/dicom+json")
                 return
-            if verb == "GET" and (
-                match := re.fullmatch(r"(?:studies/([^/]+)/)?(?:series/([^/]+)/)?instances", rest)
-            ):
-                self._json(
-                    200, app.qido(store, query, match.group(1), match.group(2)), "application/dicom+json"
-                )
+            if verb == "GET" and (match := re.fullmatch(r"(?:studies/([^/]+)/)?(?:series/([^/]+)/)?instances", rest)):
+                self._json(200, app.qido(store, query, match.group(1), match.group(2)), "application/dicom+json")
                 return
-            if verb == "GET" and (
-                match := re.fullmatch(r"studies/([^/]+)/series/([^/]+)/instances/([^/]+)", rest)
-            ):
+            if verb == "GET" and (match := re.fullmatch(r"studies/([^/]+)/series/([^/]+)/instances/([^/]+)", rest)):
                 data = app.wado(store, *match.groups())
                 boundary = hashlib.sha256(data[:4096]).hexdigest()[:32]
                 payload = (

@@ -91,9 +91,7 @@ class HealthcareSettings:
     retry: Backoff = field(default_factory=Backoff)
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "source_store", check_store_name("--healthcare_source_store", self.source_store)
-        )
+        object.__setattr__(self, "source_store", check_store_name("--healthcare_source_store", self.source_store))
         object.__setattr__(
             self,
             "destination_store",
@@ -109,9 +107,7 @@ class HealthcareSettings:
         if self.filter_profile not in FILTER_PROFILES:
             raise ConfigError(f"--healthcare_filter_profile must be one of {', '.join(FILTER_PROFILES)}")
         if self.text_redaction_mode not in TEXT_REDACTION_MODES:
-            raise ConfigError(
-                f"--healthcare_text_redaction_mode must be one of {', '.join(TEXT_REDACTION_MODES)}"
-            )
+            raise ConfigError(f"--healthcare_text_redaction_mode must be one of {', '.join(TEXT_REDACTION_MODES)}")
         if self.keep_list and self.remove_list:
             raise ConfigError(
                 "--healthcare_keep_list and --healthcare_remove_list exclude each other (the API takes one)"
@@ -130,9 +126,7 @@ class HealthcareSettings:
         if not source and not destination:
             return None
         if not source or not destination:
-            raise ConfigError(
-                "--healthcare_source_store and --healthcare_destination_store are needed together"
-            )
+            raise ConfigError("--healthcare_source_store and --healthcare_destination_store are needed together")
         return cls(
             source_store=source,
             destination_store=destination,
@@ -288,9 +282,7 @@ class HealthcareClient:
         self.retries = 0  # how many retries this client made (tests and audit read it)
 
     @classmethod
-    def for_settings(
-        cls, settings: HealthcareSettings, session: requests.Session | None = None
-    ) -> HealthcareClient:
+    def for_settings(cls, settings: HealthcareSettings, session: requests.Session | None = None) -> HealthcareClient:
         return cls(settings.api_endpoint, session=session, retry=settings.retry)
 
     # -- transport -------------------------------------------------------------------------------
@@ -339,9 +331,7 @@ class HealthcareClient:
                     self._pause(hinted if hinted is not None else wait, what, str(response.status_code))
                     continue
                 error = explain(response, what)
-                raise HealthcareApiError(
-                    f"{error} (gave up after {self.retry.attempts} attempts)", error.status
-                )
+                raise HealthcareApiError(f"{error} (gave up after {self.retry.attempts} attempts)", error.status)
             raise explain(response, what)
 
     def _pause(self, seconds: float, what: str, reason: str) -> None:
@@ -353,6 +343,17 @@ class HealthcareClient:
 
     def get_store(self, store: str) -> dict[str, Any]:
         return self.request("GET", store, f"dicomStores.get on {store}")
+
+    def create_store(self, store: str) -> dict[str, Any]:
+        """dicomStores.create of `store` (a full resource name) with an empty DicomStore body."""
+        parent, _, store_id = check_store_name("store", store).rpartition("/dicomStores/")
+        return self.request(
+            "POST",
+            f"{parent}/dicomStores",
+            f"dicomStores.create of {store}",
+            json={},
+            params={"dicomStoreId": store_id},
+        )
 
     def check_stores(self, settings: HealthcareSettings) -> None:
         """Pre-flight: both stores exist and are readable with these credentials (one-line errors)."""
@@ -431,3 +432,15 @@ class HealthcareClient:
         from deid.cloud.dicomweb import store_datasets
 
         return store_datasets(self.dicomweb(store), datasets, f"STOW-RS into {store}")
+
+
+def preflight(settings: HealthcareSettings, session: requests.Session | None = None) -> None:
+    """For the launcher, before the run: both stores reachable with these credentials.
+
+    Raises ConfigError with one line (store missing, bad name, expired token, 403) instead of letting
+    the first worker fail with a stack trace.
+    """
+    try:
+        HealthcareClient.for_settings(settings, session).check_stores(settings)
+    except HealthcareApiError as exc:
+        raise ConfigError(str(exc)) from None
