@@ -94,3 +94,15 @@ def safe_message(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, DeidError):
         return exc.error_kind, str(exc)
     return UnexpectedError.error_kind, _unexpected(type(exc))
+
+
+class PixelDecodeError(DeidError):
+    """Pixel data could not be decoded or re-encoded for pixel redaction (no decoder, bad frames)."""
+
+    error_kind = "pixel_decode"
+
+
+class OcrUnavailableError(DeidError):
+    """`--redact_text ocr` needs the tesseract program, which is missing or failed to run."""
+
+    error_kind = "ocr_unavailable"
