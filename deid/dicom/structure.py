@@ -1,0 +1,226 @@
+"""A strict walk over the byte structure of a DICOM stream, before pydicom parses it.
+
+pydicom is forgiving on purpose: a file cut short or an element whose length runs past its container
+is read silently with a partial value, an undefined length on a text element makes it scan for a
+delimiter to the end of the file. A pipeline must instead reject such inputs up front with a reason,
+so this module checks every element at every depth: tags, VRs, lengths against what remains in the
+enclosing item or sequence, item and delimiter tags, encapsulated pixel data fragments, nesting depth
+and the sizes of fixed-width binary values. Messages name tags and offsets, never values.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from pydicom.datadict import dictionary_VR
+
+from deid.errors import InvalidInputError
+
+MAX_DEPTH = 32
+UNDEFINED = 0xFFFFFFFF
+ITEM = 0xFFFEE000
+ITEM_END = 0xFFFEE00D
+SEQUENCE_END = 0xFFFEE0DD
+PIXEL_DATA = 0x7FE00010
+
+VALID_VRS = frozenset(
+    "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US "
+    "UT UV".split()
+)
+# Explicit VRs with a 2-byte reserved field and a 4-byte length.
+LONG_VRS = frozenset("OB OD OF OL OV OW SQ UC UN UR UT SV UV".split())
+FIXED_WIDTH = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "AT": 4, "SV": 8, "UV": 8,
+               "OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
+DEFLATED = ("1.2.840.10008.1.2.1.99",)
+
+
+def _tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _bad(message: str) -> InvalidInputError:
+    return InvalidInputError(f"malformed DICOM: {message}; the file is damaged or not DICOM, re-export it")
+
+
+@dataclass
+class _Walker:
+    data: bytes
+    explicit: bool
+    little: bool
+
+    def _u16(self, offset: int) -> int:
+        return int(struct.unpack_from("<H" if self.little else ">H", self.data, offset)[0])
+
+    def _u32(self, offset: int) -> int:
+        return int(struct.unpack_from("<I" if self.little else ">I", self.data, offset)[0])
+
+    def _tag(self, offset: int, end: int) -> int:
+        if offset + 4 > end:
+            raise _bad(f"truncated element header at offset {offset}")
+        return (self._u16(offset) << 16) | self._u16(offset + 2)
+
+    def dataset(self, offset: int, end: int, depth: int, until_delimiter: bool) -> int:
+        """Walk elements from `offset`; return the offset after the dataset (after E00D if delimited)."""
+        if depth > MAX_DEPTH:
+            raise _bad(f"sequences nested deeper than {MAX_DEPTH} levels at offset {offset}")
+        while offset < end:
+            tag = self._tag(offset, end)
+            if tag == ITEM_END:
+                if not until_delimiter:
+                    raise _bad(f"unexpected item delimiter at offset {offset}")
+                return offset + 8
+            if tag in (ITEM, SEQUENCE_END):
+                raise _bad(f"unexpected item or sequence tag {_tag_text(tag)} at offset {offset}")
+            offset = self.element(offset, end, depth)
+        if until_delimiter:
+            raise _bad("an item of undefined length has no item delimiter (truncated file?)")
+        return offset
+
+    def element(self, offset: int, end: int, depth: int) -> int:
+        tag = self._tag(offset, end)
+        if self.explicit:
+            if offset + 8 > end:
+                raise _bad(f"truncated header of element {_tag_text(tag)} at offset {offset}")
+            raw_vr = self.data[offset + 4 : offset + 6]
+            vr = raw_vr.decode("latin-1")
+            if vr not in VALID_VRS:
+                raise _bad(f"element {_tag_text(tag)} has an invalid VR code at offset {offset + 4}")
+            if vr in LONG_VRS:
+                if offset + 12 > end:
+                    raise _bad(f"truncated header of element {_tag_text(tag)} at offset {offset}")
+                length = self._u32(offset + 8)
+                value = offset + 12
+            else:
+                length = self._u16(offset + 6)
+                value = offset + 8
+        else:
+            if offset + 8 > end:
+                raise _bad(f"truncated header of element {_tag_text(tag)} at offset {offset}")
+            length = self._u32(offset + 4)
+            value = offset + 8
+            vr = self._implicit_vr(tag, length)
+        if length == UNDEFINED:
+            if tag == PIXEL_DATA and vr in ("OB", "OW", "UN") and depth == 0:
+                return self.fragments(value, end)
+            if vr == "SQ":
+                return self.sequence(value, end, depth, None)
+            if vr == "UN":
+                # PS3.5 6.2.2: a UN value of undefined length is a sequence in implicit VR little endian.
+                return _Walker(self.data, explicit=False, little=True).sequence(value, end, depth, None)
+            raise _bad(f"element {_tag_text(tag)} of VR {vr} has an undefined length, allowed only for sequences")
+        if value + length > end:
+            raise _bad(
+                f"element {_tag_text(tag)} declares {length} bytes at offset {value} but only "
+                f"{max(end - value, 0)} remain in its container (truncated file or wrong length)"
+            )
+        width = FIXED_WIDTH.get(vr)
+        if width and length % width:
+            raise _bad(f"element {_tag_text(tag)} of VR {vr} has length {length}, not a multiple of {width}")
+        if vr == "SQ":
+            self.sequence(value, value + length, depth, value + length)
+        return value + length
+
+    def _implicit_vr(self, tag: int, length: int) -> str:
+        if tag >> 16 == 0xFFFE:
+            return "SQ"
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            # Unknown (private or newer) elements: a value of undefined length can only be a sequence.
+            return "SQ" if length == UNDEFINED else "UN"
+        if vr == "SQ" or length == UNDEFINED and "OB" not in vr and "OW" not in vr:
+            return "SQ"
+        return vr.split(" or ")[0]
+
+    def sequence(self, offset: int, end: int, depth: int, defined_end: int | None) -> int:
+        while True:
+            if defined_end is not None and offset >= defined_end:
+                return offset
+            tag = self._tag(offset, end)
+            if offset + 8 > end:
+                raise _bad(f"truncated item header at offset {offset}")
+            length = self._u32(offset + 4)
+            if tag == SEQUENCE_END:
+                if defined_end is not None:
+                    raise _bad(f"sequence delimiter inside a sequence of defined length at offset {offset}")
+                return offset + 8
+            if tag != ITEM:
+                raise _bad(f"expected an item tag at offset {offset}, found {_tag_text(tag)}")
+            start = offset + 8
+            if length == UNDEFINED:
+                offset = self.dataset(start, end, depth + 1, until_delimiter=True)
+            else:
+                if start + length > end:
+                    raise _bad(f"item at offset {offset} declares {length} bytes but only {end - start} remain")
+                self.dataset(start, start + length, depth + 1, until_delimiter=False)
+                offset = start + length
+            if defined_end is None and offset >= end:
+                raise _bad("a sequence of undefined length has no sequence delimiter (truncated file?)")
+
+    def fragments(self, offset: int, end: int) -> int:
+        while True:
+            tag = self._tag(offset, end)
+            if offset + 8 > end:
+                raise _bad(f"truncated pixel data fragment header at offset {offset}")
+            length = self._u32(offset + 4)
+            if tag == SEQUENCE_END:
+                return offset + 8
+            if tag != ITEM or length == UNDEFINED:
+                raise _bad(f"encapsulated pixel data has a bad fragment at offset {offset}")
+            if offset + 8 + length > end:
+                raise _bad(
+                    f"pixel data fragment at offset {offset} declares {length} bytes but only "
+                    f"{end - offset - 8} remain (truncated file?)"
+                )
+            offset += 8 + length
+
+
+def _meta_transfer_syntax(data: bytes, offset: int) -> tuple[str | None, int]:
+    """Walk the (explicit VR little endian) file meta group; return its transfer syntax and end."""
+    walker = _Walker(data, explicit=True, little=True)
+    syntax: str | None = None
+    end = len(data)
+    while offset + 8 <= end and walker._u16(offset) == 0x0002:
+        tag = walker._tag(offset, end)
+        next_offset = walker.element(offset, end, 0)
+        if tag == 0x00020010:
+            header = 12 if data[offset + 4 : offset + 6].decode("latin-1") in LONG_VRS else 8
+            syntax = data[offset + header : next_offset].decode("latin-1").strip("\x00 ")
+        offset = next_offset
+    return syntax, offset
+
+
+def check_structure(data: bytes, has_preamble: bool) -> None:
+    """Raise InvalidInputError unless `data` is a structurally sound DICOM stream."""
+    offset = 132 if has_preamble else 0
+    syntax, offset = _meta_transfer_syntax(data, offset)
+    body = data
+    if syntax in DEFLATED:
+        try:
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            body = inflater.decompress(data[offset:])
+        except zlib.error:
+            raise _bad("the deflated dataset does not inflate") from None
+        offset = 0
+        syntax = EXPLICIT_LE
+    # The encoding is guessed the way pydicom reads it: some writers declare one transfer syntax and
+    # encode the dataset in another, so VR presence is taken from the first element, and without a
+    # meta group the byte order from the first group number.
+    explicit = len(body) >= offset + 6 and body[offset + 4 : offset + 6].decode("latin-1") in VALID_VRS
+    if syntax is None:
+        little = True
+        if len(body) >= offset + 2:
+            group_le, group_be = struct.unpack_from("<H", body, offset)[0], struct.unpack_from(">H", body, offset)[0]
+            little = not (group_le > 0xFF and group_be <= 0xFF)
+    else:
+        little = syntax != EXPLICIT_BE
+    walker = _Walker(body, explicit=explicit, little=little)
+    end = walker.dataset(offset, len(body), 0, until_delimiter=False)
+    if end != len(body):
+        raise _bad(f"{len(body) - end} stray bytes after the dataset")
