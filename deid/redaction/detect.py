@@ -1,0 +1,232 @@
+"""Find burned-in printed text with OpenCV morphology only (no model, no download).
+
+How it works, per polarity (dark text on light ground, light text on dark ground) and per scale:
+
+1. Strokes: a black-hat (dark text) or top-hat (light text) transform with a small square kernel keeps
+   features thinner than the kernel with their contrast against the local ground. Pixels whose
+   response reaches `stroke_threshold` are stroke pixels; connected stroke pixels are glyphs.
+2. Lines: a horizontal closing joins glyphs into words and text lines; the connected components of
+   that mask, taken on a half-resolution copy for speed, are the candidate lines.
+3. Line test. Vectorised over all candidates with integral images: plausible height and width,
+   stroke density typical of type, mean stroke contrast, and isolation (the bands just above and
+   below the line hold far fewer stroke pixels than the line itself: text sits on a ground, tissue
+   texture surrounds itself with more texture). Then, for the few survivors, a glyph test on the
+   full-resolution crop: at least three glyphs (five when the contrast is only moderate) of similar
+   height aligned on a common top or baseline, or one tall glyph of very high contrast.
+4. Boxes are padded (anti-aliased fringes, dots, accents) and mapped back to image pixels.
+
+Scale 1 finds text of about 6..60 px height with strokes up to ~6 px; scale 4 (an area-downscaled
+copy, 1/16 of the pixels) finds big text up to ~250 px with strokes up to ~24 px. All thresholds are
+absolute (no per-image statistics such as Otsu), so overlapping windows of the same slide, whose
+origins are aligned to the coarsest scale, make the same decision about the same text.
+
+Limits, measured on synthetic text and on real H&E tissue (see tests/test_redaction.py):
+* Found: horizontal machine-printed text with clear contrast (roughly >= 80 grey levels between ink
+  and ground): slide-label print, ultrasound/CT annotations (light on dark), typed stickers, and text
+  drawn over tissue-like texture.
+* Missed or partly missed: low-contrast or coloured text whose luminance is close to its ground;
+  text rotated more than ~20 degrees (vertical label writing is found only glyph by glyph, when the
+  glyphs are tall and of very high contrast); handwriting with irregular baselines; text touching
+  dense, equally dark structures; single isolated small characters; barcodes and 2-D codes (they are
+  not text; redact the label with `--label drop`/`blank` or a region).
+* False positives: dark, elongated nuclei or fibres that happen to line up horizontally on a pale
+  ground can pass as a short word. On real tissue this is rare but not impossible, and the box is
+  then filled like text. `ocr` mode (tesseract confirmation) removes nearly all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+from deid.settings import Box
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    """Tuning of `detect_text_boxes`; the defaults are what the pipeline uses."""
+
+    stroke_kernel: int = 7
+    stroke_threshold: int = 60
+    coarse_stroke_threshold: int = 100
+    coarse_line_contrast: int = 150
+    line_contrast: int = 120
+    weak_line_contrast: int = 100
+    weak_min_glyphs: int = 5
+    join_width: int = 17
+    min_height: int = 6
+    max_height: int = 64
+    min_density: float = 0.12
+    max_density: float = 0.75
+    max_height_spread: float = 0.45
+    max_align_spread: float = 0.30
+    max_outside_ratio: float = 0.45
+    min_width_ratio: float = 1.5
+    min_glyphs: int = 3
+    single_glyph_contrast: int = 160
+    pad_fraction: float = 0.25
+    scales: tuple[int, ...] = (1, 4)
+
+
+DEFAULT_PARAMS = DetectParams()
+
+
+def grid(params: DetectParams = DEFAULT_PARAMS) -> int:
+    """Detection samples the image on this pixel grid: windows whose origins are multiples of it
+    see the same downscaled pixels as the whole image, so their decisions agree."""
+    return 2 * max(params.scales)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """A uint8 luminance view of an H x W, H x W x 1, x 3 (RGB) or x 4 (RGBA) uint8 image."""
+    if image.dtype != np.uint8:
+        raise ValueError("text detection needs a uint8 image")
+    if image.ndim == 2:
+        return image
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError("text detection needs an H x W or H x W x {1, 3, 4} image")
+    if image.shape[2] == 1:
+        return image[..., 0]
+    code = cv2.COLOR_RGB2GRAY if image.shape[2] == 3 else cv2.COLOR_RGBA2GRAY
+    return cv2.cvtColor(np.ascontiguousarray(image), code)
+
+
+def detect_text_boxes(image: np.ndarray, params: DetectParams = DEFAULT_PARAMS) -> list[Box]:
+    """Boxes (image pixels, padded) around text-like regions of `image`; see the module docstring."""
+    gray = np.ascontiguousarray(to_gray(image))
+    height, width = gray.shape
+    found: list[np.ndarray] = []
+    for scale in params.scales:
+        if scale == 1:
+            level = gray
+        else:
+            h, w = height // scale, width // scale
+            if min(h, w) < params.min_height * 2:
+                continue
+            level = cv2.resize(gray[: h * scale, : w * scale], (w, h), interpolation=cv2.INTER_AREA)
+        level_params = params if scale == 1 else _coarse(params)
+        for operation in (cv2.MORPH_BLACKHAT, cv2.MORPH_TOPHAT):
+            lines = _detect_level(level, operation, level_params)
+            if len(lines):
+                found.append(lines * scale + _pad_scaled(lines, scale, params))
+    if not found:
+        return []
+    boxes = np.concatenate(found)
+    boxes[:, [0, 1]] = np.maximum(boxes[:, [0, 1]], 0)
+    boxes[:, 2] = np.minimum(boxes[:, 2], width)
+    boxes[:, 3] = np.minimum(boxes[:, 3], height)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return [Box(int(x0), int(y0), int(x1 - x0), int(y1 - y0)) for x0, y0, x1, y1 in boxes[keep]]
+
+
+def _pad_scaled(lines: np.ndarray, scale: int, params: DetectParams) -> np.ndarray:
+    """Per-box padding offsets (-p, -p, +p, +p) in image pixels, p growing with the line height."""
+    heights = (lines[:, 3] - lines[:, 1]) * scale
+    amount = np.maximum(2, np.ceil(heights * params.pad_fraction)).astype(np.int64) + scale
+    return np.stack([-amount, -amount, amount, amount], axis=1)
+
+
+def _coarse(params: DetectParams) -> DetectParams:
+    """Thresholds for the downscaled pass: tissue specks survive downscaling, big type keeps contrast."""
+    return replace(
+        params,
+        stroke_threshold=params.coarse_stroke_threshold,
+        line_contrast=params.coarse_line_contrast,
+        weak_line_contrast=params.coarse_line_contrast,
+    )
+
+
+def _detect_level(gray: np.ndarray, operation: int, params: DetectParams) -> np.ndarray:
+    """Text lines of one polarity at one scale, as an N x 4 int64 array of (x0, y0, x1, y1)."""
+    empty = np.zeros((0, 4), np.int64)
+    height, width = gray.shape
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (params.stroke_kernel, params.stroke_kernel))
+    response = cv2.morphologyEx(gray, operation, kernel)
+    _, strokes = cv2.threshold(response, params.stroke_threshold - 1, 255, cv2.THRESH_BINARY)
+    if cv2.countNonZero(strokes) < params.min_height * 2:
+        return empty
+    joined = cv2.morphologyEx(strokes, cv2.MORPH_CLOSE, np.ones((1, params.join_width), np.uint8))
+
+    # Candidates on a half-resolution copy of the joined mask (any stroke pixel in a 2 x 2 cell):
+    # a quarter of the pixels for the connected-component pass, boxes at most 1 px too large.
+    half_h, half_w = height // 2, width // 2
+    if min(half_h, half_w) < params.min_height:
+        return empty
+    half = cv2.resize(joined[: half_h * 2, : half_w * 2], (half_w, half_h), interpolation=cv2.INTER_AREA)
+    _, occupied = cv2.threshold(half, 0, 255, cv2.THRESH_BINARY)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(occupied, connectivity=8)
+    stats = stats[1:].astype(np.int64)
+    x0, y0 = stats[:, 0] * 2, stats[:, 1] * 2
+    x1 = np.minimum((stats[:, 0] + stats[:, 2]) * 2 + (width % 2), width)
+    y1 = np.minimum((stats[:, 1] + stats[:, 3]) * 2 + (height % 2), height)
+    lw, lh = x1 - x0, y1 - y0
+    plausible = (
+        (lh >= params.min_height)
+        & (lh <= params.max_height + 2)
+        & (lw >= params.min_height)
+        & (lw >= params.min_width_ratio * lh)
+    )
+    if not plausible.any():
+        return empty
+    x0, y0, x1, y1, lw, lh = (v[plausible] for v in (x0, y0, x1, y1, lw, lh))
+
+    # Box statistics from integral images: stroke density, mean stroke contrast, isolation.
+    ones = cv2.integral(strokes // 255, sdepth=cv2.CV_32S)
+    weighted = cv2.integral(cv2.bitwise_and(response, strokes), sdepth=cv2.CV_32S)
+    ink = _box_sum(ones, x0, y0, x1, y1)
+    density = ink / np.maximum(lw * lh, 1)
+    contrast = _box_sum(weighted, x0, y0, x1, y1) / np.maximum(ink, 1)
+    band = np.maximum(2, lh // 3)
+    top, bottom = np.maximum(y0 - band, 0), np.minimum(y1 + band, height)
+    above = _box_sum(ones, x0, top, x1, y0)
+    below = _box_sum(ones, x0, y1, x1, bottom)
+    outside = (above + below) / np.maximum((y0 - top + bottom - y1) * lw, 1)
+    cheap = (
+        (density >= params.min_density)
+        & (density <= params.max_density)
+        & (contrast >= params.weak_line_contrast)
+        & (outside <= params.max_outside_ratio * density)
+    )
+    survivors = np.flatnonzero(cheap)
+    kept = [i for i in survivors if _glyphs_look_like_text(strokes, x0[i], y0[i], x1[i], y1[i], contrast[i], params)]
+    if not kept:
+        return empty
+    index = np.asarray(kept, np.int64)
+    return np.stack([x0[index], y0[index], x1[index], y1[index]], axis=1)
+
+
+def _glyphs_look_like_text(
+    strokes: np.ndarray, x0: int, y0: int, x1: int, y1: int, contrast: float, params: DetectParams
+) -> bool:
+    """Glyph test inside one candidate line: several glyphs of similar height on a common edge.
+
+    A line of ordinary contrast needs `min_glyphs`; a weaker one (thin anti-aliased type) needs
+    `weak_min_glyphs` and tighter alignment; one tall glyph passes only at very high contrast.
+    """
+    crop = strokes[y0:y1, x0:x1]
+    _, _, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
+    heights = stats[1:, cv2.CC_STAT_HEIGHT].astype(np.float64)
+    tops = stats[1:, cv2.CC_STAT_TOP].astype(np.float64)
+    if not len(heights):
+        return False
+    big = heights >= max(3.0, 0.5 * float(heights.max()))
+    heights, tops = heights[big], tops[big]
+    if not len(heights):
+        return False
+    if len(heights) == 1:
+        return bool(contrast >= params.single_glyph_contrast and heights[0] >= 2 * params.min_height)
+    mean_height = float(heights.mean())
+    spread = float(heights.std()) / mean_height
+    align = min(float(tops.std()), float((tops + heights).std())) / mean_height
+    if contrast >= params.line_contrast:
+        need, spread_limit, align_limit = params.min_glyphs, params.max_height_spread, params.max_align_spread
+    else:
+        need, spread_limit, align_limit = params.weak_min_glyphs, 0.3, 0.15
+    return len(heights) >= need and spread <= spread_limit and align <= align_limit
+
+
+def _box_sum(integral: np.ndarray, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> np.ndarray:
+    y1 = np.maximum(y1, y0)
+    return (integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]).astype(np.float64)

@@ -1,0 +1,151 @@
+"""The redaction engine shared by WSI tiles, label/macro images and DICOM frames.
+
+A WSI tile is redacted from an overlapped *window*: the tile's own box (the *core*) plus context on
+each side. Text detection (and OCR) runs on the whole window, so a text line that straddles a tile
+edge or corner is seen whole from each tile that holds part of it; the resulting mask is then cut
+back to the core. Detection uses absolute thresholds and a fixed sampling grid, and the window is
+trimmed so its origin sits on that grid, so neighbouring tiles make the same decision about the
+same text. User regions are intersected with the core. A core with nothing to redact comes back
+unchanged with `changed=False`, so the caller can pass the original compressed tile through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from deid.errors import ConfigError
+from deid.redaction import geometry
+from deid.redaction.detect import DEFAULT_PARAMS, DetectParams, detect_text_boxes, grid
+from deid.redaction.fill import apply_fill
+from deid.redaction.ocr import ocr_confirm, tesseract_path
+from deid.settings import REDACT_FILLS, REDACT_TEXT_MODES, Box
+
+
+@dataclass(frozen=True)
+class RedactionConfig:
+    """What to redact and how to fill it.
+
+    `regions` are user boxes in the image's level-0 pixels. `text_mode` is off, detect (every
+    text-like box) or ocr (detect, then keep boxes whose words match `ocr_terms` or, with
+    `ocr_phi_patterns`, PHI patterns; with no terms and patterns off, any recognised text).
+    """
+
+    regions: tuple[Box, ...] = ()
+    text_mode: str = "off"
+    fill: str = "black"
+    ocr_terms: tuple[str, ...] = ()
+    ocr_phi_patterns: bool = True
+
+    def __post_init__(self) -> None:
+        if self.text_mode not in REDACT_TEXT_MODES:
+            raise ConfigError(f"redaction text mode must be one of {', '.join(REDACT_TEXT_MODES)}")
+        if self.fill not in REDACT_FILLS:
+            raise ConfigError(f"redaction fill must be one of {', '.join(REDACT_FILLS)}")
+        if not all(isinstance(b, Box) for b in self.regions):
+            raise ConfigError("redaction regions must be Box values")
+
+    @property
+    def active(self) -> bool:
+        """Whether this configuration can change any pixel."""
+        return bool(self.regions) or self.text_mode != "off"
+
+    def check_tools(self) -> None:
+        """Fail early (OcrUnavailableError) when ocr mode is configured and tesseract is missing."""
+        if self.text_mode == "ocr":
+            tesseract_path()
+
+
+@dataclass(frozen=True)
+class RedactionOutcome:
+    """The redacted core, whether any pixel was redacted, and the redacted boxes (level-0, in the core)."""
+
+    pixels: np.ndarray
+    changed: bool
+    boxes: tuple[Box, ...]
+
+
+def redact_window(
+    window: np.ndarray,
+    window_origin: tuple[int, int],
+    core: Box,
+    config: RedactionConfig,
+    *,
+    black_value: int | float = 0,
+    params: DetectParams = DEFAULT_PARAMS,
+) -> RedactionOutcome:
+    """Redact the `core` of an overlapped `window` whose pixel (0, 0) is level-0 `window_origin`.
+
+    `window` is H x W or H x W x C (uint8 for text detection and inpaint); `core` must lie inside
+    it. Returns the core's pixels (a new array) and the level-0 boxes redacted within the core.
+    """
+    ox, oy = window_origin
+    height, width = window.shape[:2]
+    if not (
+        core.x >= ox and core.y >= oy and core.x + core.width <= ox + width and core.y + core.height <= oy + height
+    ):
+        raise ValueError("the core box must lie inside the window")
+    cx, cy = core.x - ox, core.y - oy
+    core_pixels = window[cy : cy + core.height, cx : cx + core.width]
+
+    found: list[Box] = []
+    for region in config.regions:
+        clipped = geometry.intersect(region, core)
+        if clipped is not None:
+            found.append(clipped)
+    if config.text_mode != "off":
+        found.extend(_text_boxes(window, (ox, oy), core, config, params))
+    boxes = geometry.unique(found)
+    if not boxes:
+        return RedactionOutcome(np.array(core_pixels, copy=True), False, ())
+
+    mask = geometry.boxes_mask(boxes, height, width, origin=(ox, oy))
+    if config.fill == "black":
+        pixels = np.array(core_pixels, copy=True)
+        pixels[mask[cy : cy + core.height, cx : cx + core.width]] = black_value
+    else:
+        # Blur and inpaint read the context around the mask, which the window provides.
+        filled = apply_fill(window, mask, config.fill, black_value=black_value)
+        pixels = np.array(filled[cy : cy + core.height, cx : cx + core.width], copy=True)
+    return RedactionOutcome(pixels, True, boxes)
+
+
+def redact_image(
+    image: np.ndarray,
+    config: RedactionConfig,
+    *,
+    black_value: int | float = 0,
+    params: DetectParams = DEFAULT_PARAMS,
+) -> RedactionOutcome:
+    """Redact a whole image (label, macro, DICOM frame): the image is both window and core."""
+    height, width = image.shape[:2]
+    return redact_window(image, (0, 0), Box(0, 0, width, height), config, black_value=black_value, params=params)
+
+
+def _text_boxes(
+    window: np.ndarray, origin: tuple[int, int], core: Box, config: RedactionConfig, params: DetectParams
+) -> list[Box]:
+    """Detected (and, in ocr mode, confirmed) text boxes touching the core, level-0, clipped to it."""
+    ox, oy = origin
+    # Trim the window so detection samples the level-0 grid the same way from every window.
+    step = grid(params)
+    tx, ty = (-ox) % step, (-oy) % step
+    if tx > core.x - ox or ty > core.y - oy:
+        tx = ty = 0  # an unaligned window flush with its core: keep every core pixel in view
+    sub = window[ty:, tx:]
+    if sub.shape[0] == 0 or sub.shape[1] == 0:
+        return []
+    candidates = detect_text_boxes(sub, params)
+    sx, sy = ox + tx, oy + ty
+    touching = [
+        b for b in candidates if geometry.intersect(Box(b.x + sx, b.y + sy, b.width, b.height), core) is not None
+    ]
+    if config.text_mode == "ocr" and touching:
+        touching = ocr_confirm(sub, touching, config)
+    clipped = []
+    for b in touching:
+        inside = geometry.intersect(Box(b.x + sx, b.y + sy, b.width, b.height), core)
+        if inside is not None:
+            clipped.append(inside)
+    return clipped
