@@ -1,0 +1,295 @@
+"""One slide from opening to output files, as pure functions the Beam layer calls step by step.
+
+`plan_job` turns an opened slide into a `SlideJob` (geometry, codecs, metadata kept); `keep_associated`
+handles label and macro; `tile_tasks` lists the level-0 work; `write_outputs` streams the finished
+tiles into the output files. `run_local` chains them in one process for tests and small slides.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from deid.classify import InputRef
+from deid.errors import DeidError, SlideReadError, UnexpectedError
+from deid.settings import Box, WsiSettings
+from deid.wsi import jpeg
+from deid.wsi.grid import LevelShape, TileGrid
+from deid.wsi.metadata import SlideMetadata
+from deid.wsi.scratch import Scratch, pack_pixels, unpack_pixels
+from deid.wsi.source import MAX_RAW_TILE, MIN_RAW_TILE, SlideInfo, SlideReader
+from deid.wsi.tiles import (
+    TileContext,
+    TileRecord,
+    TileTask,
+    build_parent,
+    level_codecs,
+    redact_level0_tile,
+    tile_name,
+    top_name,
+)
+
+MAX_PYRAMID_LEVELS = 16
+ASSOCIATED_KINDS = ("label", "macro")
+
+
+@dataclass(frozen=True)
+class SlideJob:
+    """A slide ready for tiling: small and picklable (no pixels)."""
+
+    ref: InputRef
+    pseudonym: str
+    context: TileContext
+    metadata: SlideMetadata
+    aperio: bool
+    associated: tuple[str, ...] = ()  # label/macro kept (blanked or redacted), pixels in scratch
+    actions: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def slide_id(self) -> str:
+        return self.context.slide_id
+
+    @property
+    def levels(self) -> tuple[LevelShape, ...]:
+        return self.context.grid.levels()
+
+    @property
+    def input_ref(self) -> InputRef:
+        return self.ref
+
+
+def choose_tile(info: SlideInfo, settings: WsiSettings) -> int:
+    """The source's JPEG tile edge when clean tiles can be copied on it, else --tile_size."""
+    raw = info.raw_level(1)
+    if raw is not None and MIN_RAW_TILE <= raw.tile <= MAX_RAW_TILE and raw.tile % 16 == 0:
+        return raw.tile
+    return settings.tile_size
+
+
+def plan_job(
+    ref: InputRef,
+    pseudonym: str,
+    slide_id: str,
+    source_paths: tuple[str, ...],
+    info: SlideInfo,
+    settings: WsiSettings,
+    regions: tuple[Box, ...],
+) -> SlideJob:
+    tile = choose_tile(info, settings)
+    overlap = min(settings.tile_overlap, tile // 2 - 1)
+    grid = TileGrid(info.width, info.height, tile, overlap)
+    levels = grid.levels()
+    if len(levels) > MAX_PYRAMID_LEVELS:
+        from deid.errors import InputTooLargeError
+
+        raise InputTooLargeError(
+            f"the slide needs {len(levels)} pyramid levels at tile size {tile}; at most {MAX_PYRAMID_LEVELS} "
+            "are built, use a larger --tile_size"
+        )
+    context = TileContext(
+        slide_id=slide_id,
+        source_paths=source_paths,
+        width=info.width,
+        height=info.height,
+        tile=tile,
+        overlap=overlap,
+        codecs=level_codecs(levels, tile, info.raw_levels),
+        regions=regions,
+        quality=settings.jpeg_quality,
+        redact_text=settings.redact_text,
+        redact_fill=settings.redact_fill,
+    )
+    aperio = info.metadata.vendor == "aperio" or info.metadata.objective_power is not None
+    return SlideJob(
+        ref=ref,
+        pseudonym=pseudonym,
+        context=context,
+        metadata=info.metadata,
+        aperio=aperio,
+        actions=(("metadata_fields_removed", info.metadata.fields_removed),),
+    )
+
+
+def associated_name(slide_id: str, name: str) -> str:
+    return f"{slide_id}/assoc/{name}.zst"
+
+
+def keep_associated(job: SlideJob, reader: SlideReader, settings: WsiSettings, scratch: Scratch) -> SlideJob:
+    """Drop, blank or redact label and macro; other associated images (vendor extras) are dropped.
+
+    The input thumbnail is never copied: the writer regenerates it from the redacted pyramid.
+    """
+    actions = dict(job.actions)
+    kept: list[str] = []
+    for name in reader.info.associated:
+        if name == "thumbnail":
+            continue
+        if name not in ASSOCIATED_KINDS or settings.label == "drop" or not job.aperio:
+            actions[f"{name}_dropped"] = actions.get(f"{name}_dropped", 0) + 1
+            continue
+        image = reader.associated_image(name)
+        if settings.label == "blank":
+            image = np.full_like(image, 255)
+            actions[f"{name}_blanked"] = 1
+        else:
+            from deid.redaction.engine import RedactionConfig, redact_image
+
+            mode = settings.redact_text if settings.redact_text != "off" else "detect"
+            outcome = redact_image(image, RedactionConfig(text_mode=mode, fill=settings.redact_fill))
+            image = np.asarray(outcome.pixels)
+            actions[f"{name}_redacted"] = 1
+            actions["boxes_redacted"] = actions.get("boxes_redacted", 0) + len(outcome.boxes)
+        scratch.put(associated_name(job.slide_id, name), pack_pixels(image))
+        kept.append(name)
+    return SlideJob(
+        ref=job.ref,
+        pseudonym=job.pseudonym,
+        context=job.context,
+        metadata=job.metadata,
+        aperio=job.aperio,
+        associated=tuple(kept),
+        actions=tuple(sorted(actions.items())),
+    )
+
+
+def tile_tasks(job: SlideJob) -> Iterator[TileTask]:
+    level0 = job.levels[0]
+    for row in range(level0.rows):
+        for col in range(level0.cols):
+            yield TileTask(job.context, col, row)
+
+
+def check_records(job: SlideJob, records: Iterable[TileRecord]) -> dict[int, dict[tuple[int, int], TileRecord]]:
+    """Records by level and (col, row); raises the first tile failure or a missing tile."""
+    by_level: dict[int, dict[tuple[int, int], TileRecord]] = defaultdict(dict)
+    for record in records:
+        if record.failed:
+            raise _error_of(record)
+        by_level[record.level][(record.col, record.row)] = record
+    for shape in job.levels:
+        if len(by_level.get(shape.level, {})) != shape.tile_count:
+            raise SlideReadError("some tiles of the pyramid are missing; the slide could not be read completely")
+    return by_level
+
+
+def _error_of(record: TileRecord) -> DeidError:
+    for cls in DeidError.__subclasses__():
+        if cls.error_kind == record.error_kind:
+            return cls(record.error_message)
+    return UnexpectedError(record.error_message or "a tile failed")
+
+
+def tally(job: SlideJob, by_level: dict[int, dict[tuple[int, int], TileRecord]]) -> dict[str, int]:
+    actions = dict(job.actions)
+    records = [r for level in by_level.values() for r in level.values()]
+    actions["tiles_passthrough"] = sum(1 for r in records if r.origin == "source")
+    actions["tiles_reencoded"] = sum(1 for r in records if r.origin == "scratch")
+    actions["tiles_redacted"] = sum(1 for r in records if r.redacted)
+    actions["boxes_redacted"] = actions.get("boxes_redacted", 0) + sum(r.boxes for r in records)
+    actions["levels_written"] = len(by_level)
+    actions["thumbnail_regenerated"] = 1
+    return actions
+
+
+def level_tile_reader(
+    job: SlideJob,
+    by_level: dict[int, dict[tuple[int, int], TileRecord]],
+    reader: SlideReader | None,
+    scratch: Scratch,
+    full_streams: bool,
+) -> Callable[[int], Iterator[bytes]]:
+    """level -> the level's tiles row by row, as stored (TIFF) or as self-contained JPEG (DICOM)."""
+
+    def tiles(level: int) -> Iterator[bytes]:
+        shape = job.levels[level]
+        codec = job.context.codecs[level]
+        records = by_level[level]
+        for row in range(shape.rows):
+            for col in range(shape.cols):
+                record = records[(col, row)]
+                if record.origin == "source":
+                    if reader is None or codec.source is None:
+                        raise SlideReadError("a copied tile needs the input slide")
+                    data = reader.raw_tile(codec.source, col, row)
+                    yield jpeg.merge_tables(codec.jpegtables, data) if full_streams else data
+                else:
+                    yield scratch.get(tile_name(job.slide_id, level, col, row))
+
+    return tiles
+
+
+def estimated_bytes(job: SlideJob, by_level: dict[int, dict[tuple[int, int], TileRecord]]) -> int:
+    total = 0
+    for level, records in by_level.items():
+        shape = job.levels[level]
+        for record in records.values():
+            total += record.nbytes or (job.context.tile * job.context.tile * 3 // 4)
+        del shape
+    return total
+
+
+def load_top(job: SlideJob, scratch: Scratch) -> np.ndarray:
+    return unpack_pixels(scratch.get(top_name(job.slide_id)))
+
+
+def load_associated(job: SlideJob, scratch: Scratch) -> list[tuple[str, np.ndarray]]:
+    return [
+        (name, np.ascontiguousarray(unpack_pixels(scratch.get(associated_name(job.slide_id, name)))))
+        for name in job.associated
+    ]
+
+
+def output_names(job: SlideJob, output_format: str) -> dict[str, str]:
+    """Relative output paths by format: wsi/<pseudonym>.svs|.tiff and wsi/<pseudonym>/level-<k>.dcm."""
+    names: dict[str, str] = {}
+    if output_format in ("tiff", "both"):
+        names["tiff"] = f"wsi/{job.pseudonym}.{'svs' if job.aperio else 'tiff'}"
+    if output_format in ("dicom", "both"):
+        names["dicom"] = f"wsi/{job.pseudonym}"
+    return names
+
+
+def run_local(
+    ref: InputRef,
+    path: str,
+    pseudonym: str,
+    settings: WsiSettings,
+    regions: tuple[Box, ...],
+    scratch: Scratch,
+    out_dir: str,
+    dicom_uids: Callable[[str], str] | None = None,
+) -> tuple[list[str], dict[str, int]]:
+    """The whole slide in one process (tests, small slides): returns (relative outputs, actions)."""
+    from deid.wsi.writer import write_outputs
+
+    reader = SlideReader(path)
+    try:
+        job = plan_job(ref, pseudonym, pseudonym, (path,), reader.info, settings, regions)
+        job = keep_associated(job, reader, settings, scratch)
+        records = [redact_level0_tile(reader, task, scratch) for task in tile_tasks(job)]
+        all_records = list(records)
+        current = records
+        for level in range(1, len(job.levels)):
+            groups: dict[tuple[int, int], list[TileRecord]] = defaultdict(list)
+            for record in current:
+                groups[(record.col // 2, record.row // 2)].append(record)
+            current = [
+                build_parent(job.context, level, col, row, children, scratch)
+                for (col, row), children in sorted(groups.items())
+            ]
+            all_records.extend(current)
+        outputs, actions = write_outputs(job, all_records, reader, scratch, settings, out_dir, dicom_uids)
+    finally:
+        reader.close()
+        scratch.delete_prefix(pseudonym)
+    return outputs, actions
+
+
+def local_path_for(out_dir: str, relative: str) -> str:
+    path = os.path.join(out_dir, relative)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return path

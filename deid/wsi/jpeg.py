@@ -1,0 +1,98 @@
+"""JPEG helpers for tiles: strip metadata segments, merge TIFF JPEGTables, encode and decode.
+
+Raw tiles copied from an input keep their entropy-coded data byte for byte, but segments that can
+carry free text (COM, APP1..APP13, APP15: EXIF, XMP, comments) are removed first; APP0 (JFIF) and
+APP14 (Adobe: colour transform) are kept because decoders need them.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import imagecodecs
+import numpy as np
+
+SOI = b"\xff\xd8"
+EOI = b"\xff\xd9"
+_KEEP_APP = {0xE0, 0xEE}
+
+
+def _segments(data: bytes) -> list[tuple[int, int, int]]:
+    """(marker, start, end) of each marker segment before SOS; the SOS entry ends at len(data)."""
+    if not data.startswith(SOI):
+        raise ValueError("not a JPEG stream")
+    out: list[tuple[int, int, int]] = []
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise ValueError("malformed JPEG marker sequence")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI of a tables-only stream
+            out.append((marker, pos, pos + 2))
+            return out
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        end = pos + 2 + length
+        if marker == 0xDA:
+            out.append((marker, pos, len(data)))
+            return out
+        out.append((marker, pos, end))
+        pos = end
+    return out
+
+
+def strip_metadata(data: bytes) -> bytes:
+    """The stream without COM and APPn segments other than APP0/APP14; unchanged when it has none."""
+    segments = _segments(data)
+    if not any(_is_text_segment(marker) for marker, _, _ in segments):
+        return data
+    parts = [SOI]
+    parts.extend(data[start:end] for marker, start, end in segments if not _is_text_segment(marker))
+    return b"".join(parts)
+
+
+def _is_text_segment(marker: int) -> bool:
+    return marker == 0xFE or (0xE0 <= marker <= 0xEF and marker not in _KEEP_APP)
+
+
+def merge_tables(tables: bytes | None, tile: bytes) -> bytes:
+    """An abbreviated TIFF tile plus the JPEGTables tag value -> a self-contained JPEG stream."""
+    if not tables or len(tables) <= 4:
+        return tile
+    body = tables[2:-2] if tables.endswith(EOI) else tables[2:]
+    return SOI + body + tile[2:]
+
+
+def encode(rgb: np.ndarray, quality: int) -> bytes:
+    """Baseline JPEG (YCbCr 4:2:0, JFIF) of an HxWx3 uint8 array."""
+    return bytes(imagecodecs.jpeg8_encode(np.ascontiguousarray(rgb), level=quality, subsampling="420"))
+
+
+def decode(data: bytes, tables: bytes | None = None, photometric_rgb_data: bool = False) -> np.ndarray:
+    """HxWx3 uint8 RGB. `photometric_rgb_data`: the stream holds RGB samples (no colour transform)."""
+    stream = merge_tables(tables, data)
+    if photometric_rgb_data:
+        out = imagecodecs.jpeg8_decode(stream, colorspace="RGB", outcolorspace="RGB")
+    else:
+        out = imagecodecs.jpeg8_decode(stream)
+    array = np.asarray(out)
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    return array[:, :, :3]
+
+
+def has_adobe_rgb_transform(data: bytes) -> bool:
+    """True when an APP14 Adobe segment says the samples are not colour-transformed (RGB)."""
+    for marker, start, end in _segments(data):
+        if marker == 0xEE and data[start + 4 : start + 9] == b"Adobe" and end - start >= 16:
+            return data[start + 15] == 0
+    return False
+
+
+def component_count(data: bytes) -> int:
+    for marker, start, _ in _segments(data):
+        if marker in (0xC0, 0xC1, 0xC2):
+            return data[start + 9]
+    return 0

@@ -1,0 +1,71 @@
+"""Scratch storage for tile pixels between pipeline stages.
+
+Elements carry names; pixels live here. `LocalScratch` writes worker-local files; the Beam layer
+provides an implementation over `FileSystems` for gs:// scratch on Dataflow. Names are built from a
+keyed slide id and tile coordinates only, never from input names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from typing import Protocol
+
+import imagecodecs
+import numpy as np
+
+
+class Scratch(Protocol):
+    def put(self, name: str, data: bytes) -> None: ...
+
+    def get(self, name: str) -> bytes: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def delete_prefix(self, prefix: str) -> None: ...
+
+
+class LocalScratch:
+    """Files under a local directory (shared by all workers of one machine)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def _path(self, name: str) -> str:
+        if name.startswith("/") or ".." in name.split("/"):
+            raise ValueError("scratch names are relative")
+        return os.path.join(self.root, name)
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+
+    def get(self, name: str) -> bytes:
+        with open(self._path(name), "rb") as handle:
+            return handle.read()
+
+    def delete(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self._path(name))
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self._path(prefix.rstrip("/")), ignore_errors=True)
+
+
+def pack_pixels(array: np.ndarray) -> bytes:
+    """HxWx3 uint8 -> compact lossless bytes (a 12-byte shape header, then zstd level 1)."""
+    h, w, c = array.shape
+    header = np.asarray([h, w, c], dtype="<u4").tobytes()
+    return header + bytes(imagecodecs.zstd_encode(np.ascontiguousarray(array).tobytes(), level=1))
+
+
+def unpack_pixels(data: bytes) -> np.ndarray:
+    h, w, c = (int(v) for v in np.frombuffer(data[:12], dtype="<u4"))
+    raw = imagecodecs.zstd_decode(data[12:])
+    return np.frombuffer(raw, dtype=np.uint8).reshape(h, w, c)

@@ -1,0 +1,312 @@
+"""Per-tile work: redact a level-0 tile on its overlapped window, build a parent from 2x2 children.
+
+Elements stay small: `TileTask` and `TileRecord` hold coordinates, flags and scratch names. Pixels
+go to scratch: each level-k tile leaves its half-size pixels (lossless) for its parent and, unless it
+is copied from the input byte for byte, its JPEG stream for the writer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from deid.errors import DeidError, SlideReadError, UnexpectedError
+from deid.settings import Box
+from deid.wsi.grid import LevelShape, TileGrid, core_box, intersect
+from deid.wsi.scratch import Scratch, pack_pixels, unpack_pixels
+from deid.wsi.source import RawLevel, SlideReader
+
+Origin = Literal["source", "scratch"]
+_SUBSAMPLING_NAMES = {(1, 1): "444", (2, 1): "422", (2, 2): "420"}
+
+
+@dataclass(frozen=True)
+class LevelCodec:
+    """How the JPEG tiles of one output level are coded (all tiles of a level agree)."""
+
+    rgb_samples: bool = False
+    subsampling: tuple[int, int] = (2, 1)
+    jpegtables: bytes | None = None
+    source: RawLevel | None = None  # the input level whose clean tiles are copied, if any
+
+    @property
+    def photometric(self) -> str:
+        return "rgb" if self.rgb_samples else "ycbcr"
+
+
+@dataclass(frozen=True)
+class TileContext:
+    """Everything a tile worker needs about its slide (no metadata, no associated images)."""
+
+    slide_id: str
+    source_paths: tuple[str, ...]
+    width: int
+    height: int
+    tile: int
+    overlap: int
+    codecs: tuple[LevelCodec, ...]
+    regions: tuple[Box, ...] = ()
+    quality: int = 90
+    redact_text: str = "off"
+    redact_fill: str = "black"
+
+    @property
+    def grid(self) -> TileGrid:
+        return TileGrid(self.width, self.height, self.tile, self.overlap)
+
+    @property
+    def level_count(self) -> int:
+        return len(self.codecs)
+
+    @property
+    def needs_engine(self) -> bool:
+        return bool(self.regions) or self.redact_text != "off"
+
+
+@dataclass(frozen=True)
+class TileTask:
+    context: TileContext
+    col: int
+    row: int
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    """The outcome of one tile of one level."""
+
+    slide_id: str
+    level: int
+    col: int
+    row: int
+    origin: Origin = "scratch"
+    dirty: bool = False  # a redaction changed pixels under this tile (at this or a finer level)
+    redacted: bool = False  # level 0 only: the engine changed this tile
+    boxes: int = 0
+    nbytes: int = 0
+    error_kind: str = ""
+    error_message: str = ""
+    extra: tuple[tuple[str, int], ...] = field(default=())
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error_kind)
+
+
+def tile_name(slide_id: str, level: int, col: int, row: int) -> str:
+    return f"{slide_id}/L{level}/{col}_{row}.jpg"
+
+
+def half_name(slide_id: str, level: int, col: int, row: int) -> str:
+    return f"{slide_id}/H{level}/{col}_{row}.zst"
+
+
+def top_name(slide_id: str) -> str:
+    return f"{slide_id}/top.zst"
+
+
+def level_codecs(levels: tuple[LevelShape, ...], tile: int, raw_levels: tuple[RawLevel, ...]) -> tuple[LevelCodec, ...]:
+    """Per output level: copy clean tiles from an input level with the same downsample and tile grid."""
+    codecs = []
+    for shape in levels:
+        source = next(
+            (
+                raw
+                for raw in raw_levels
+                if raw.downsample == shape.downsample
+                and raw.tile == tile
+                and abs(raw.width - shape.width) <= 1
+                and abs(raw.height - shape.height) <= 1
+                and raw.subsampling in _SUBSAMPLING_NAMES
+            ),
+            None,
+        )
+        if source is None:
+            codecs.append(LevelCodec())
+        else:
+            codecs.append(
+                LevelCodec(
+                    rgb_samples=source.rgb_samples,
+                    subsampling=(1, 1) if source.rgb_samples else source.subsampling,
+                    jpegtables=source.jpegtables,
+                    source=source,
+                )
+            )
+    return tuple(codecs)
+
+
+def encode_tile(pixels: np.ndarray, tile: int, codec: LevelCodec, quality: int) -> bytes:
+    """A full JPEG stream of a tile padded to tile x tile, coded like the level's other tiles."""
+    h, w = pixels.shape[:2]
+    if h != tile or w != tile:
+        pixels = np.pad(pixels, ((0, tile - h), (0, tile - w), (0, 0)), mode="edge")
+    if codec.rgb_samples:
+        import imagecodecs
+
+        return bytes(
+            imagecodecs.jpeg8_encode(np.ascontiguousarray(pixels), level=quality, colorspace="RGB", outcolorspace="RGB")
+        )
+    import imagecodecs
+
+    return bytes(
+        imagecodecs.jpeg8_encode(
+            np.ascontiguousarray(pixels), level=quality, subsampling=_SUBSAMPLING_NAMES[codec.subsampling]
+        )
+    )
+
+
+def halve(pixels: np.ndarray) -> np.ndarray:
+    """Half size, rounding up, by area averaging."""
+    h, w = pixels.shape[:2]
+    size = (-(-w // 2), -(-h // 2))
+    if size == (w, h):
+        return pixels
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+
+
+def _copyable(codec: LevelCodec, shape: LevelShape, tile: int, col: int, row: int) -> bool:
+    """A clean tile can be copied when the input level covers it with the same geometry."""
+    raw = codec.source
+    if raw is None:
+        return False
+    if raw.width == shape.width and raw.height == shape.height:
+        return True
+    return (col + 1) * tile <= min(raw.width, shape.width) and (row + 1) * tile <= min(raw.height, shape.height)
+
+
+def redaction_config(context: TileContext):  # type: ignore[no-untyped-def]
+    from deid.redaction.engine import RedactionConfig
+
+    return RedactionConfig(regions=context.regions, text_mode=context.redact_text, fill=context.redact_fill)
+
+
+def redact_level0_tile(
+    reader: SlideReader, task: TileTask, scratch: Scratch, config: object | None = None
+) -> TileRecord:
+    """Read the overlapped window, redact its core, store the results; never raises DeidError."""
+    ctx = task.context
+    try:
+        return _redact_level0_tile(reader, task, scratch, config)
+    except DeidError as exc:
+        return TileRecord(ctx.slide_id, 0, task.col, task.row, error_kind=exc.error_kind, error_message=str(exc))
+    except Exception as exc:  # noqa: BLE001 - one tile's failure fails its slide, not the run
+        return TileRecord(
+            ctx.slide_id,
+            0,
+            task.col,
+            task.row,
+            error_kind=UnexpectedError.error_kind,
+            error_message=f"unexpected {type(exc).__name__} while redacting a tile",
+        )
+
+
+def _redact_level0_tile(reader: SlideReader, task: TileTask, scratch: Scratch, config: object | None) -> TileRecord:
+    ctx = task.context
+    grid = ctx.grid
+    levels = grid.levels()
+    shape = levels[0]
+    core = core_box(shape, ctx.tile, task.col, task.row)
+    window_box = grid.window(task.col, task.row)
+    changed = False
+    boxes = 0
+    engine_needed = ctx.redact_text != "off" or any(intersect(r, window_box) for r in ctx.regions)
+    if engine_needed:
+        from deid.redaction.engine import redact_window
+
+        window = reader.read_window(window_box, ctx.tile)
+        outcome = redact_window(window, (window_box.x, window_box.y), core, config or redaction_config(ctx))  # type: ignore[arg-type]
+        pixels = np.asarray(outcome.pixels)
+        changed = bool(outcome.changed)
+        boxes = len(outcome.boxes) if changed else 0
+    else:
+        pixels = reader.read_window(core, ctx.tile)
+    if pixels.shape[:2] != (core.height, core.width):
+        raise SlideReadError("the redaction engine returned a tile of the wrong size")
+    codec = ctx.codecs[0]
+    origin: Origin = "scratch"
+    nbytes = 0
+    if not changed and _copyable(codec, shape, ctx.tile, task.col, task.row):
+        origin = "source"
+        assert codec.source is not None
+        nbytes = len(reader.raw_tile(codec.source, task.col, task.row))
+    else:
+        data = encode_tile(pixels, ctx.tile, codec, ctx.quality)
+        scratch.put(tile_name(ctx.slide_id, 0, task.col, task.row), data)
+        nbytes = len(data)
+    if ctx.level_count > 1:
+        scratch.put(half_name(ctx.slide_id, 0, task.col, task.row), pack_pixels(halve(pixels)))
+    else:
+        scratch.put(top_name(ctx.slide_id), pack_pixels(pixels))
+    return TileRecord(
+        ctx.slide_id, 0, task.col, task.row, origin=origin, dirty=changed, redacted=changed, boxes=boxes, nbytes=nbytes
+    )
+
+
+def build_parent(
+    ctx: TileContext, level: int, col: int, row: int, children: list[TileRecord], scratch: Scratch
+) -> TileRecord:
+    """Tile (col, row) of `level` from the half-size pixels of its children at `level - 1`."""
+    failed = next((child for child in children if child.failed), None)
+    if failed is not None:
+        return TileRecord(
+            ctx.slide_id, level, col, row, error_kind=failed.error_kind, error_message=failed.error_message
+        )
+    try:
+        return _build_parent(ctx, level, col, row, children, scratch)
+    except DeidError as exc:
+        return TileRecord(ctx.slide_id, level, col, row, error_kind=exc.error_kind, error_message=str(exc))
+    except Exception as exc:  # noqa: BLE001
+        return TileRecord(
+            ctx.slide_id,
+            level,
+            col,
+            row,
+            error_kind=UnexpectedError.error_kind,
+            error_message=f"unexpected {type(exc).__name__} while building a pyramid tile",
+        )
+
+
+def _build_parent(
+    ctx: TileContext, level: int, col: int, row: int, children: list[TileRecord], scratch: Scratch
+) -> TileRecord:
+    levels = ctx.grid.levels()
+    shape = levels[level]
+    child_shape = levels[level - 1]
+    core = core_box(shape, ctx.tile, col, row)
+    expected = {
+        (c, r)
+        for r in (2 * row, 2 * row + 1)
+        for c in (2 * col, 2 * col + 1)
+        if c < child_shape.cols and r < child_shape.rows
+    }
+    got = {(child.col, child.row) for child in children}
+    if got != expected:
+        raise SlideReadError("a pyramid tile is missing some of its children")
+    half = ctx.tile // 2
+    pixels = np.empty((core.height, core.width, 3), np.uint8)
+    for child in children:
+        name = half_name(ctx.slide_id, level - 1, child.col, child.row)
+        part = unpack_pixels(scratch.get(name))
+        x0, y0 = (child.col - 2 * col) * half, (child.row - 2 * row) * half
+        h = min(part.shape[0], core.height - y0)
+        w = min(part.shape[1], core.width - x0)
+        pixels[y0 : y0 + h, x0 : x0 + w] = part[:h, :w]
+    dirty = any(child.dirty for child in children)
+    codec = ctx.codecs[level]
+    origin: Origin = "scratch"
+    nbytes = 0
+    if not dirty and _copyable(codec, shape, ctx.tile, col, row):
+        origin = "source"
+    else:
+        data = encode_tile(pixels, ctx.tile, codec, ctx.quality)
+        scratch.put(tile_name(ctx.slide_id, level, col, row), data)
+        nbytes = len(data)
+    if level + 1 < ctx.level_count:
+        scratch.put(half_name(ctx.slide_id, level, col, row), pack_pixels(halve(pixels)))
+    else:
+        scratch.put(top_name(ctx.slide_id), pack_pixels(pixels))
+    for child in children:
+        scratch.delete(half_name(ctx.slide_id, level - 1, child.col, child.row))
+    return TileRecord(ctx.slide_id, level, col, row, origin=origin, dirty=dirty, nbytes=nbytes)
