@@ -52,6 +52,7 @@ class DetectParams:
     stroke_threshold: int = 60
     coarse_stroke_threshold: int = 100
     coarse_line_contrast: int = 150
+    coarse_min_height: int = 8
     line_contrast: int = 120
     weak_line_contrast: int = 100
     weak_min_glyphs: int = 5
@@ -66,7 +67,7 @@ class DetectParams:
     min_width_ratio: float = 1.5
     min_glyphs: int = 3
     single_glyph_contrast: int = 160
-    pad_fraction: float = 0.25
+    pad_fraction: float = 0.2
     scales: tuple[int, ...] = (1, 4)
 
 
@@ -109,8 +110,12 @@ def detect_text_boxes(image: np.ndarray, params: DetectParams = DEFAULT_PARAMS) 
         level_params = params if scale == 1 else _coarse(params)
         for operation in (cv2.MORPH_BLACKHAT, cv2.MORPH_TOPHAT):
             lines = _detect_level(level, operation, level_params)
-            if len(lines):
-                found.append(lines * scale + _pad_scaled(lines, scale, params))
+            if not len(lines):
+                continue
+            lines = lines * scale
+            if scale > 1:
+                lines = _refine(gray, lines, dark=operation == cv2.MORPH_BLACKHAT, margin=scale)
+            found.append(lines + _padding(lines, params))
     if not found:
         return []
     boxes = np.concatenate(found)
@@ -121,11 +126,31 @@ def detect_text_boxes(image: np.ndarray, params: DetectParams = DEFAULT_PARAMS) 
     return [Box(int(x0), int(y0), int(x1 - x0), int(y1 - y0)) for x0, y0, x1, y1 in boxes[keep]]
 
 
-def _pad_scaled(lines: np.ndarray, scale: int, params: DetectParams) -> np.ndarray:
-    """Per-box padding offsets (-p, -p, +p, +p) in image pixels, p growing with the line height."""
-    heights = (lines[:, 3] - lines[:, 1]) * scale
-    amount = np.maximum(2, np.ceil(heights * params.pad_fraction)).astype(np.int64) + scale
+def _padding(lines: np.ndarray, params: DetectParams) -> np.ndarray:
+    """Per-box padding offsets (-p, -p, +p, +p), p growing with the line height (fringes, accents)."""
+    amount = np.maximum(2, np.ceil((lines[:, 3] - lines[:, 1]) * params.pad_fraction)).astype(np.int64) + 1
     return np.stack([-amount, -amount, amount, amount], axis=1)
+
+
+def _refine(gray: np.ndarray, lines: np.ndarray, *, dark: bool, margin: int) -> np.ndarray:
+    """Tighten coarse-scale boxes to the full-resolution ink: pixels past the midpoint between the
+    crop's ground (its median) and its extreme (darkest or lightest) value."""
+    height, width = gray.shape
+    out = lines.copy()
+    for row, (x0, y0, x1, y1) in enumerate(lines):
+        cx0, cy0 = max(0, x0 - margin), max(0, y0 - margin)
+        cx1, cy1 = min(width, x1 + margin), min(height, y1 + margin)
+        crop = gray[cy0:cy1, cx0:cx1]
+        if not crop.size:
+            continue
+        ground = float(np.median(crop))
+        extreme = float(crop.min() if dark else crop.max())
+        middle = (ground + extreme) / 2
+        ink = crop <= middle if dark else crop >= middle
+        rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+        if len(rows) and len(cols):
+            out[row] = (cx0 + cols[0], cy0 + rows[0], cx0 + cols[-1] + 1, cy0 + rows[-1] + 1)
+    return out
 
 
 def _coarse(params: DetectParams) -> DetectParams:
@@ -135,6 +160,7 @@ def _coarse(params: DetectParams) -> DetectParams:
         stroke_threshold=params.coarse_stroke_threshold,
         line_contrast=params.coarse_line_contrast,
         weak_line_contrast=params.coarse_line_contrast,
+        min_height=params.coarse_min_height,
     )
 
 
