@@ -43,13 +43,14 @@ from pydicom.datadict import dictionary_has_tag, keyword_for_tag, tag_for_keywor
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
-    UID_dictionary,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    UID_dictionary,
 )
 
 from deid.classify import looks_like_raw_dicom
@@ -253,8 +254,7 @@ def _force_parse(ds: Dataset) -> None:
                 for item in value:
                     _force_parse(item)
             elif elem.VR == "PN":
-                values = value if isinstance(value, Iterable) and not isinstance(value, str | bytes) else [value]
-                for one in values:
+                for one in value if isinstance(value, MultiValue) else [value]:
                     str(one)
         except (InvalidInputError, RecursionError):
             raise
@@ -317,9 +317,10 @@ def _parse_safe_private(items: Iterable[str]) -> frozenset[tuple[str, int, int]]
 def _values(value: object) -> list[str]:
     if value is None:
         return []
-    if isinstance(value, str | bytes):
-        return [value.decode("latin-1") if isinstance(value, bytes) else value]
-    if isinstance(value, Iterable):
+    if isinstance(value, bytes):
+        return [value.decode("latin-1")]
+    # PersonName and str are iterable too, character by character: only real multi-values split.
+    if isinstance(value, list | tuple | MultiValue):
         return [str(v) for v in value if v is not None]
     return [str(value)]
 
@@ -639,10 +640,9 @@ def _apply(run: _Run, elem: DataElement, nested: bool, deep: bool, identity: boo
             _record_phi_deep(run, elem)
             return DataElement(elem.tag, "SQ", Sequence())
         run.counts["kept" if code in ("K", "U") else "cleaned"] += 1
-        items = [
-            _process(run, item, True, deep or code in ("D", "C"), identity or (code == "D" and tag in IDENTITY_SEQUENCES))
-            for item in elem.value or []
-        ]
+        deeper = deep or code in ("D", "C")
+        identity = identity or (code == "D" and tag in IDENTITY_SEQUENCES)
+        items = [_process(run, item, True, deeper, identity) for item in elem.value or []]
         return DataElement(elem.tag, "SQ", Sequence(items))
     if vr == "UI":
         if code in ("U", "D", "C"):
@@ -790,9 +790,9 @@ def deidentify(ds: pydicom.Dataset, settings: ProfileSettings, key: DeidKey) -> 
     try:
         out = _process(run, ds, nested=False, deep=False, identity=False)
         codes = ["113100"] + [code for flag, _, code in OPTIONS if getattr(settings, flag)]
-        names, sequence = _method(settings, codes)
+        method_names, sequence = _method(settings, codes)
         out.PatientIdentityRemoved = "YES"
-        out.DeidentificationMethod = names
+        out.add_new(0x00120063, "LO", method_names)
         out.DeidentificationMethodCodeSequence = sequence
         if settings.retain_long_modified_dates:
             out.add_new(LONGITUDINAL_MODIFIED, "CS", "MODIFIED")
@@ -863,7 +863,7 @@ def mark_pixel_data_cleaned(ds: pydicom.Dataset) -> None:
         sequence.append(item)
         ds.DeidentificationMethodCodeSequence = sequence
         methods = list(_values(ds.get("DeidentificationMethod")))
-        ds.DeidentificationMethod = [*methods, "Clean Pixel Data"]
+        ds.add_new(0x00120063, "LO", [*methods, "Clean Pixel Data"])
     ds.BurnedInAnnotation = "NO"
 
 

@@ -25,12 +25,12 @@ ITEM_END = 0xFFFEE00D
 SEQUENCE_END = 0xFFFEE0DD
 PIXEL_DATA = 0x7FE00010
 
-VALID_VRS = frozenset(
-    "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US "
-    "UT UV".split()
-)
+VALID_VRS = frozenset({
+    "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD", "OF", "OL", "OV",
+    "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV",
+})
 # Explicit VRs with a 2-byte reserved field and a 4-byte length.
-LONG_VRS = frozenset("OB OD OF OL OV OW SQ UC UN UR UT SV UV".split())
+LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
 FIXED_WIDTH = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "AT": 4, "SV": 8, "UV": 8,
                "OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
 
@@ -104,7 +104,7 @@ class _Walker:
                 raise _bad(f"truncated header of element {_tag_text(tag)} at offset {offset}")
             length = self._u32(offset + 4)
             value = offset + 8
-            vr = self._implicit_vr(tag, length)
+            vr = self._implicit_vr(tag)
         if length == UNDEFINED:
             if tag == PIXEL_DATA and vr in ("OB", "OW", "UN") and depth == 0:
                 return self.fragments(value, end)
@@ -112,7 +112,8 @@ class _Walker:
                 return self.sequence(value, end, depth, None)
             if vr == "UN":
                 # PS3.5 6.2.2: a UN value of undefined length is a sequence in implicit VR little endian.
-                return _Walker(self.data, explicit=False, little=True).sequence(value, end, depth, None)
+                walker = _Walker(self.data, explicit=False, little=True) if self.explicit else self
+                return walker.sequence(value, end, depth, None)
             raise _bad(f"element {_tag_text(tag)} of VR {vr} has an undefined length, allowed only for sequences")
         if value + length > end:
             raise _bad(
@@ -126,16 +127,13 @@ class _Walker:
             self.sequence(value, value + length, depth, value + length)
         return value + length
 
-    def _implicit_vr(self, tag: int, length: int) -> str:
+    def _implicit_vr(self, tag: int) -> str:
         if tag >> 16 == 0xFFFE:
             return "SQ"
         try:
             vr = dictionary_VR(tag)
         except KeyError:
-            # Unknown (private or newer) elements: a value of undefined length can only be a sequence.
-            return "SQ" if length == UNDEFINED else "UN"
-        if vr == "SQ" or length == UNDEFINED and "OB" not in vr and "OW" not in vr:
-            return "SQ"
+            return "UN"  # private or newer elements: a value of undefined length is a sequence
         return vr.split(" or ")[0]
 
     def sequence(self, offset: int, end: int, depth: int, defined_end: int | None) -> int:
