@@ -124,7 +124,7 @@ def store_datasets(client: Any, datasets: Sequence[Any], what: str = "STOW-RS") 
     if not datasets:
         return []
     try:
-        response = client.store_instances(datasets=list(datasets))
+        response = client.store_instances(datasets=[_part10(ds) for ds in datasets])
     except (requests.RequestException, ValueError) as exc:
         raise translate(exc, what) from None
     failed = list(getattr(response, "FailedSOPSequence", []) or [])
@@ -136,6 +136,17 @@ def store_datasets(client: Any, datasets: Sequence[Any], what: str = "STOW-RS") 
         )
     stored = [str(item.ReferencedSOPInstanceUID) for item in getattr(response, "ReferencedSOPSequence", []) or []]
     return stored or [str(ds.SOPInstanceUID) for ds in datasets]
+
+
+def _part10(dataset: Any) -> Any:
+    """A dataset dicomweb-client encodes as a Part 10 file (preamble, DICM, file meta)."""
+    import pydicom
+
+    if getattr(dataset, "preamble", None) is not None:
+        return dataset
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+    return pydicom.dcmread(io.BytesIO(buffer.getvalue()))
 
 
 def store_bytes(client: Any, blobs: Iterable[bytes], what: str = "STOW-RS") -> list[str]:
