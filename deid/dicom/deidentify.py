@@ -85,6 +85,7 @@ IMPLEMENTATION_VERSION = "DEID_PIPELINE_1"
 DUMMY_DATE = "19000101"
 DUMMY_TIME = "000000"
 DUMMY_DATETIME = "19000101000000"
+CLEANED = "CLEANED"
 LONGITUDINAL_MODIFIED = 0x00280303
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
@@ -704,7 +705,8 @@ def _clean(run: _Run, elem: DataElement, option: str | None) -> DataElement | No
         return None
     if vr in FREE_TEXT_VRS:
         values = _values(elem.value)
-        cleaned = [_clean_text(run, v) for v in values]
+        # A value cleaned to nothing becomes a placeholder: the attribute may be Type 1.
+        cleaned = [_clean_text(run, v) or (CLEANED if v.strip() else v) for v in values]
         run.counts["cleaned"] += 1
         if cleaned == values:
             return elem

@@ -35,9 +35,8 @@ _NM_PET_CR_DX = (
     "1.2.840.10008.5.1.4.1.1.1.2",  # MG for presentation
     "1.2.840.10008.5.1.4.1.1.1.2.1",  # MG for processing
     "1.2.840.10008.5.1.4.1.1.12.1",  # XA
-    "1.2.840.10008.5.1.4.1.1.481.1",  # RT Image
-    "1.2.840.10008.5.1.4.1.1.481.2",  # RT Dose
 )
+_RT_IMAGE_DOSE = ("1.2.840.10008.5.1.4.1.1.481.1", "1.2.840.10008.5.1.4.1.1.481.2")
 _SR = tuple(
     f"1.2.840.10008.5.1.4.1.1.88.{n}" for n in (11, 22, 33, 34, 35, 40, 50, 59, 65, 67, 68, 69, 70, 71, 72, 73, 74)
 )
@@ -69,6 +68,7 @@ REFERENCED_PPS_SEQUENCE = 0x00081111
 RT_PLAN_DATE = 0x300A0006
 RT_PLAN_TIME = 0x300A0007
 REVIEWER_NAME = 0x300E0008
+OPERATORS_NAME = 0x00081070
 FIRST_TREATMENT_DATE = 0x30080054
 MOST_RECENT_TREATMENT_DATE = 0x30080056
 
@@ -101,11 +101,13 @@ _PR_TYPES: Final[dict[int, int]] = {
     PRESENTATION_CREATION_TIME: 1,
     CONTENT_CREATOR_NAME: 2,
 }
-# RT General Plan (Type 2 plan date/time) and Approval (2C reviewer name).
-_RT_PLAN_TYPES: Final[dict[int, int]] = {**_PATIENT_STUDY, RT_PLAN_DATE: 2, RT_PLAN_TIME: 2, REVIEWER_NAME: 2}
-_RT_STRUCT_TYPES: Final[dict[int, int]] = {**_PATIENT_STUDY, REVIEWER_NAME: 2}
+# RT Series (Type 2 operators' name), RT General Plan (Type 2 plan date/time), Approval (2C reviewer).
+_RT_SERIES: Final[dict[int, int]] = {**_PATIENT_STUDY, OPERATORS_NAME: 2}
+_RT_IMAGE_DOSE_TYPES: Final[dict[int, int]] = {**_CLASSIC_IMAGE, OPERATORS_NAME: 2}
+_RT_PLAN_TYPES: Final[dict[int, int]] = {**_RT_SERIES, RT_PLAN_DATE: 2, RT_PLAN_TIME: 2, REVIEWER_NAME: 2}
+_RT_STRUCT_TYPES: Final[dict[int, int]] = {**_RT_SERIES, REVIEWER_NAME: 2}
 _RT_RECORD_TYPES: Final[dict[int, int]] = {
-    **_PATIENT_STUDY,
+    **_RT_SERIES,
     FIRST_TREATMENT_DATE: 2,
     MOST_RECENT_TREATMENT_DATE: 2,
 }
@@ -117,8 +119,14 @@ _SEG_TYPES: Final[dict[int, int]] = {
     DEVICE_SERIAL_NUMBER: 1,
     CONTENT_CREATOR_NAME: 2,
 }
-# Waveform Identification: Type 1 acquisition datetime and content date/time.
-_ECG_TYPES: Final[dict[int, int]] = {**_PATIENT_STUDY, CONTENT_DATE: 1, CONTENT_TIME: 1, ACQUISITION_DATETIME: 1}
+# Waveform Identification (Type 1 acquisition datetime, content date/time), Acquisition Context.
+_ECG_TYPES: Final[dict[int, int]] = {
+    **_PATIENT_STUDY,
+    CONTENT_DATE: 1,
+    CONTENT_TIME: 1,
+    ACQUISITION_DATETIME: 1,
+    ACQUISITION_CONTEXT_SEQUENCE: 2,
+}
 # VL Whole Slide Microscopy Image: Type 1 acquisition datetime (WSI Image module) and as enhanced.
 _WSI_TYPES: Final[dict[int, int]] = {
     **_PATIENT_STUDY,
@@ -137,6 +145,7 @@ def _table() -> dict[str, dict[int, int]]:
         ((*_ENHANCED_CT, *_ENHANCED_MR), _ENHANCED_IMAGE),
         (_SR, _SR_TYPES),
         (_PR, _PR_TYPES),
+        (_RT_IMAGE_DOSE, _RT_IMAGE_DOSE_TYPES),
         (_RT_PLAN, _RT_PLAN_TYPES),
         (_RT_STRUCT, _RT_STRUCT_TYPES),
         (_RT_RECORD, _RT_RECORD_TYPES),
