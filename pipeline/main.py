@@ -122,6 +122,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
     branches: list[DeidOutputs] = []
     dead_letters: list[beam.PCollection] = []
 
+    dicom_refs = None
     if deid_options.input:
         refs, unreadable = p | "ListInputs" >> ListInputs(deid_options.input, settings.output)
         admitted = refs | "Admit" >> beam.Map(admit, settings.limits.max_file_bytes).with_exception_handling(
@@ -131,8 +132,10 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
 
         dead_letters += [unreadable, admitted["refused"] | "Refused" >> ToDeadLetters()]
         dicom_refs, wsi_refs = admitted["admitted"] | "ByKind" >> beam.Partition(_ByKind(), 2)
-        branches.append(dicom_refs | "Dicom" >> DeidentifyDicom(settings))
+        if not _cloud_takes_dicom(deid_options):
+            branches.append(dicom_refs | "Dicom" >> DeidentifyDicom(settings))
         branches.append(wsi_refs | "Wsi" >> _wsi_branch(settings))
+    branches += _cloud_branches(p, deid_options, settings, dicom_refs)
 
     all_dead = ([b.dead_letters for b in branches] + dead_letters) | "AllDeadLetters" >> beam.Flatten()
     audit = (
@@ -145,6 +148,47 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
         linkage = [b.linkage for b in branches] | "AllLinkage" >> beam.Flatten()
         _ = linkage | "WriteLinkage" >> WriteLinkage(deid_options.linkage_output)
     return PipelineOutputs(audit=audit, dead_letters=all_dead)
+
+
+# --- Cloud branches (Healthcare API, DICOMweb servers): transforms/healthcare.py, transforms/dicomweb.py ---
+def _cloud_takes_dicom(options: DeidOptions) -> bool:
+    """DICOM inputs go to the Healthcare API (stored, then de-identified there) or, de-identified here,
+    to a --dicomweb_destination server instead of under OUTPUT."""
+    return bool(options.healthcare_source_store or options.dicomweb_destination)
+
+
+def _cloud_branches(
+    p: beam.Pipeline, options: DeidOptions, settings: RunSettings, dicom_refs: beam.PCollection | None
+) -> list[DeidOutputs]:
+    from deid.cloud.healthcare import HealthcareSettings
+
+    branches: list[DeidOutputs] = []
+    healthcare = HealthcareSettings.from_options(options)
+    if healthcare is not None:
+        from transforms.healthcare import HealthcareDeidentify
+
+        source = dicom_refs if dicom_refs is not None else p
+        branches.append(source | "Healthcare" >> HealthcareDeidentify(healthcare, settings.limits))
+    if options.dicomweb_source or options.dicomweb_destination:
+        from transforms.dicomweb import DicomwebDeidentify
+
+        local = dicom_refs if dicom_refs is not None and healthcare is None else p
+        branches.append(
+            local | "Dicomweb" >> DicomwebDeidentify(settings, options.dicomweb_source, options.dicomweb_destination)
+        )
+    return branches
+
+
+def _preflight_cloud(options: DeidOptions) -> None:
+    """One-line ConfigErrors (bad store name, missing store, expired token, 403) before the run."""
+    from deid.cloud.healthcare import HealthcareSettings, preflight
+
+    healthcare = HealthcareSettings.from_options(options)
+    if healthcare is not None:
+        preflight(healthcare)
+
+
+# --- end of cloud branches ---
 
 
 def _wsi_branch(settings: RunSettings) -> beam.PTransform:
@@ -187,6 +231,7 @@ def run(argv: Sequence[str] | None = None) -> beam.runners.runner.PipelineResult
     deid_options = options.view_as(DeidOptions)
     settings = settings_from_options(deid_options, load_key(deid_options))
     _check_output_writable(settings.output)
+    _preflight_cloud(deid_options)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options, settings)
     result = pipeline.run()
