@@ -38,6 +38,30 @@ ASSOCIATED_KINDS = ("label", "macro")
 
 
 @dataclass(frozen=True)
+class SlideUnit:
+    """One slide: its first file's InputRef (sorted by path) and all its files (first one opened)."""
+
+    ref: InputRef
+    paths: tuple[str, ...]
+
+    @property
+    def input_ref(self) -> InputRef:
+        return self.ref
+
+    @classmethod
+    def single(cls, ref: InputRef) -> SlideUnit:
+        return cls(ref, (ref.path, *ref.companions))
+
+    @classmethod
+    def group(cls, refs: Iterable[InputRef]) -> SlideUnit:
+        """DICOM-WSI: the instances of one series, one unit named after the first file by path."""
+        ordered = sorted(refs, key=lambda r: r.path)
+        if not ordered:
+            raise ValueError("a slide unit needs at least one file")
+        return cls(ordered[0], tuple(r.path for r in ordered))
+
+
+@dataclass(frozen=True)
 class SlideJob:
     """A slide ready for tiling: small and picklable (no pixels)."""
 
@@ -102,6 +126,7 @@ def plan_job(
         quality=settings.jpeg_quality,
         redact_text=settings.redact_text,
         redact_fill=settings.redact_fill,
+        subtype=ref.subtype or "tiff",
     )
     aperio = info.metadata.vendor == "aperio" or info.metadata.objective_power is not None
     return SlideJob(

@@ -7,7 +7,7 @@ is copied from the input byte for byte, its JPEG stream for the writer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import cv2
@@ -52,6 +52,7 @@ class TileContext:
     quality: int = 90
     redact_text: str = "off"
     redact_fill: str = "black"
+    subtype: str = "tiff"  # InputRef.subtype: how the source files are laid out locally
 
     @property
     def grid(self) -> TileGrid:
@@ -88,7 +89,11 @@ class TileRecord:
     nbytes: int = 0
     error_kind: str = ""
     error_message: str = ""
-    extra: tuple[tuple[str, int], ...] = field(default=())
+    levels: int = 1  # pyramid levels of the slide, so stages know whether a parent is due
+
+    @property
+    def has_parent(self) -> bool:
+        return self.level + 1 < self.levels
 
     @property
     def failed(self) -> bool:
@@ -182,24 +187,23 @@ def redaction_config(context: TileContext):  # type: ignore[no-untyped-def]
     return RedactionConfig(regions=context.regions, text_mode=context.redact_text, fill=context.redact_fill)
 
 
+def failure(ctx: TileContext, level: int, col: int, row: int, exc: BaseException, doing: str) -> TileRecord:
+    """A record that fails its slide; the message is ours (DeidError) or names only the exception type."""
+    if isinstance(exc, DeidError):
+        kind, message = exc.error_kind, str(exc)
+    else:
+        kind, message = UnexpectedError.error_kind, f"unexpected {type(exc).__name__} while {doing}"
+    return TileRecord(ctx.slide_id, level, col, row, error_kind=kind, error_message=message, levels=ctx.level_count)
+
+
 def redact_level0_tile(
     reader: SlideReader, task: TileTask, scratch: Scratch, config: object | None = None
 ) -> TileRecord:
-    """Read the overlapped window, redact its core, store the results; never raises DeidError."""
-    ctx = task.context
+    """Read the overlapped window, redact its core, store the results; failures become records."""
     try:
         return _redact_level0_tile(reader, task, scratch, config)
-    except DeidError as exc:
-        return TileRecord(ctx.slide_id, 0, task.col, task.row, error_kind=exc.error_kind, error_message=str(exc))
     except Exception as exc:  # noqa: BLE001 - one tile's failure fails its slide, not the run
-        return TileRecord(
-            ctx.slide_id,
-            0,
-            task.col,
-            task.row,
-            error_kind=UnexpectedError.error_kind,
-            error_message=f"unexpected {type(exc).__name__} while redacting a tile",
-        )
+        return failure(task.context, 0, task.col, task.row, exc, "redacting a tile")
 
 
 def _redact_level0_tile(reader: SlideReader, task: TileTask, scratch: Scratch, config: object | None) -> TileRecord:
@@ -240,7 +244,16 @@ def _redact_level0_tile(reader: SlideReader, task: TileTask, scratch: Scratch, c
     else:
         scratch.put(top_name(ctx.slide_id), pack_pixels(pixels))
     return TileRecord(
-        ctx.slide_id, 0, task.col, task.row, origin=origin, dirty=changed, redacted=changed, boxes=boxes, nbytes=nbytes
+        ctx.slide_id,
+        0,
+        task.col,
+        task.row,
+        origin=origin,
+        dirty=changed,
+        redacted=changed,
+        boxes=boxes,
+        nbytes=nbytes,
+        levels=ctx.level_count,
     )
 
 
@@ -251,21 +264,18 @@ def build_parent(
     failed = next((child for child in children if child.failed), None)
     if failed is not None:
         return TileRecord(
-            ctx.slide_id, level, col, row, error_kind=failed.error_kind, error_message=failed.error_message
-        )
-    try:
-        return _build_parent(ctx, level, col, row, children, scratch)
-    except DeidError as exc:
-        return TileRecord(ctx.slide_id, level, col, row, error_kind=exc.error_kind, error_message=str(exc))
-    except Exception as exc:  # noqa: BLE001
-        return TileRecord(
             ctx.slide_id,
             level,
             col,
             row,
-            error_kind=UnexpectedError.error_kind,
-            error_message=f"unexpected {type(exc).__name__} while building a pyramid tile",
+            error_kind=failed.error_kind,
+            error_message=failed.error_message,
+            levels=ctx.level_count,
         )
+    try:
+        return _build_parent(ctx, level, col, row, children, scratch)
+    except Exception as exc:  # noqa: BLE001
+        return failure(ctx, level, col, row, exc, "building a pyramid tile")
 
 
 def _build_parent(
@@ -309,4 +319,4 @@ def _build_parent(
         scratch.put(top_name(ctx.slide_id), pack_pixels(pixels))
     for child in children:
         scratch.delete(half_name(ctx.slide_id, level - 1, child.col, child.row))
-    return TileRecord(ctx.slide_id, level, col, row, origin=origin, dirty=dirty, nbytes=nbytes)
+    return TileRecord(ctx.slide_id, level, col, row, origin=origin, dirty=dirty, nbytes=nbytes, levels=ctx.level_count)

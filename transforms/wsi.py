@@ -1,0 +1,455 @@
+"""Whole-slide images: fan a slide out into tiles, redact them in parallel, rebuild the pyramid.
+
+Stages (all elements are small; pixels wait in scratch storage):
+
+1. DICOM-WSI files are grouped into slides by a keyed hash of their SeriesInstanceUID.
+2. `_PrepareSlide` (in a subprocess, so a native decoder crash dead-letters the slide instead of
+   killing the worker) opens the slide, checks limits, probes a few tiles, scrubs metadata and
+   handles label and macro. It emits a `SlideJob`.
+3. The job fans out into level-0 `TileTask`s, reshuffled over workers; `_RedactTiles` redacts each
+   on its overlapped window and emits a `TileRecord`.
+4. For each further level, records are grouped by parent coordinate and `_BuildParents` makes the
+   parent tile from its 2x2 children (a fixed number of stages; slides with fewer levels just stop).
+5. `_WriteSlide` joins a job with all its records, streams the TIFF and/or DICOM output to a local
+   file, copies it under OUTPUT with a temporary name, renames it, and emits the audit record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import shutil
+import tempfile
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from deid.classify import InputRef
+from deid.errors import InvalidInputError
+from deid.keys import DeidKey
+from deid.records import AuditRecord
+from deid.settings import RunSettings
+from deid.wsi.job import MAX_PYRAMID_LEVELS, SlideJob, SlideUnit, keep_associated, plan_job, tile_tasks
+from deid.wsi.scratch import LocalScratch, Scratch
+from deid.wsi.source import SlideReader, check_limits, probe
+from deid.wsi.tiles import TileContext, TileRecord, TileTask, build_parent, redact_level0_tile
+from transforms.common import METRICS_NAMESPACE, DeidOutputs, ToDeadLetters, audit_ok, count_actions
+
+_COPY_CHUNK = 8 * 1024 * 1024
+_RAW = CompressionTypes.UNCOMPRESSED
+
+
+class DeidentifyWsi(beam.PTransform):
+    """PCollection[InputRef] (kind 'wsi') -> DeidOutputs(audit, dead_letters, linkage).
+
+    Outputs: OUTPUT/wsi/<pseudonym>.svs (Aperio layout) or .tiff (generic) and, with
+    --wsi_output_format dicom|both, OUTPUT/wsi/<pseudonym>/level-<k>.dcm. The pseudonym is
+    key.pseudonym("wsi", input sha256); for DICOM-WSI the sha256 of the unit's first file by path.
+    """
+
+    def __init__(self, settings: RunSettings) -> None:
+        super().__init__()
+        self._settings = settings
+        # Scratch names of this pipeline: a fresh directory per construction.
+        self._run_id = uuid.uuid4().hex[:16]
+
+    def expand(self, refs: beam.PCollection) -> DeidOutputs:
+        settings = self._settings
+        scratch_root = _scratch_root(settings, self._run_id)
+        dicom, single = refs | "SplitDicomWsi" >> beam.Partition(_by_subtype, 2)  # type: ignore[arg-type]
+        keyed_good, keyed_bad = dicom | "KeyBySeries" >> beam.ParDo(_KeyDicomSeries(settings)).with_exception_handling()
+        grouped_units = (
+            keyed_good
+            | "GroupSeries" >> beam.GroupByKey()
+            | "SeriesToUnit" >> beam.MapTuple(lambda _key, files: SlideUnit.group(files))
+        )
+        single_units = single | "FileToUnit" >> beam.Map(SlideUnit.single)
+        units = (grouped_units, single_units) | "Units" >> beam.Flatten()
+
+        prepared_good, prepared_bad = units | "PrepareSlide" >> beam.ParDo(
+            _PrepareSlide(settings, scratch_root)
+        ).with_exception_handling(use_subprocess=True)
+        jobs = prepared_good
+        contexts = beam.pvalue.AsDict(jobs | "Contexts" >> beam.Map(lambda job: (job.slide_id, job.context)))
+
+        level0 = (
+            jobs
+            | "TileTasks" >> beam.FlatMap(tile_tasks)
+            | "SpreadTiles" >> beam.Reshuffle()
+            | "RedactTiles" >> beam.ParDo(_RedactTiles(scratch_root))
+        )
+        levels = [level0]
+        current = level0
+        for level in range(1, MAX_PYRAMID_LEVELS):
+            current = (
+                current
+                | f"ToParent{level}" >> beam.FlatMap(_parent_key)
+                | f"GroupParent{level}" >> beam.GroupByKey()
+                | f"BuildLevel{level}" >> beam.ParDo(_BuildParents(scratch_root, level), contexts)
+            )
+            levels.append(current)
+        records = (
+            levels | "AllTiles" >> beam.Flatten() | "TilesBySlide" >> beam.Map(lambda record: (record.slide_id, record))
+        )
+        finished = (
+            {"job": jobs | "JobsBySlide" >> beam.Map(lambda job: (job.slide_id, job)), "tiles": records}
+            | "JoinSlide" >> beam.CoGroupByKey()
+            | "SlideAndTiles" >> beam.FlatMap(_job_with_records)
+        )
+        written_good, written_bad = (
+            finished | "WriteSlide" >> beam.ParDo(_WriteSlide(settings, scratch_root)).with_exception_handling()
+        )
+        dead_letters = (
+            (keyed_bad, prepared_bad, written_bad)
+            | "AllFailures" >> beam.Flatten()
+            | "ToDeadLetters" >> ToDeadLetters()
+        )
+        linkage = refs.pipeline | "NoWsiLinkage" >> beam.Create([])
+        return DeidOutputs(audit=written_good, dead_letters=dead_letters, linkage=linkage)
+
+
+# -- helpers shared by the DoFns --------------------------------------------------------------------
+
+
+def _scratch_root(settings: RunSettings, run_id: str) -> str:
+    base = settings.scratch_location or os.path.join(tempfile.gettempdir(), "deid-wsi-scratch")
+    return FileSystems.join(base, f"wsi-{run_id}") if "://" in base else os.path.join(base, f"wsi-{run_id}")
+
+
+class _FileSystemsScratch:
+    """Scratch on any Beam filesystem (gs:// on Dataflow, where workers share no local disk)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/")
+
+    def _path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def put(self, name: str, data: bytes) -> None:
+        with FileSystems.create(self._path(name), compression_type=_RAW) as handle:
+            handle.write(data)
+
+    def get(self, name: str) -> bytes:
+        with FileSystems.open(self._path(name), compression_type=_RAW) as handle:
+            return handle.read()
+
+    def delete(self, name: str) -> None:
+        with contextlib.suppress(Exception):  # a leftover scratch file is harmless
+            FileSystems.delete([self._path(name)])
+
+    def delete_prefix(self, prefix: str) -> None:
+        pattern = f"{self._path(prefix.rstrip('/'))}/**"
+        try:
+            matched = FileSystems.match([pattern])[0].metadata_list
+            if matched:
+                FileSystems.delete([m.path for m in matched])
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def make_scratch(root: str) -> Scratch:
+    return _FileSystemsScratch(root) if "://" in root else LocalScratch(root)
+
+
+def localize(paths: tuple[str, ...], subtype: str) -> tuple[str, str | None]:
+    """(local path OpenSlide can open, temporary directory to remove afterwards or None).
+
+    Local single files and MIRAX units are used in place. DICOM-WSI units get a directory of
+    symlinks (or copies) holding only their own instances, so OpenSlide sees exactly one slide.
+    Remote objects are copied with FileSystems; names keep only the extension (NDPI, MRXS need it)
+    or, for MIRAX, the layout relative to the index file.
+    """
+    remote = any("://" in path for path in paths)
+    if not remote and (len(paths) == 1 or subtype == "mrxs"):
+        return paths[0], None
+    tmp = tempfile.mkdtemp(prefix="deid-wsi-")
+    try:
+        base = posixpath.dirname(paths[0])
+        targets = []
+        for index, path in enumerate(paths):
+            if subtype == "dicom-wsi":
+                name = f"{index:05d}.dcm"
+            elif subtype == "mrxs":
+                name = posixpath.relpath(path, base) if index else posixpath.basename(path)
+            else:
+                ext = os.path.splitext(path)[1].lower()[:8] if index == 0 else ""
+                name = f"slide{ext}" if index == 0 else posixpath.relpath(path, base)
+            target = os.path.join(tmp, name)
+            if ".." in name.split("/"):
+                raise InvalidInputError("a file of a slide unit lies outside its index file's directory")
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if remote:
+                with FileSystems.open(path, compression_type=_RAW) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, _COPY_CHUNK)
+            else:
+                os.symlink(os.path.abspath(path), target)
+            targets.append(target)
+        return targets[0], tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+class _Readers:
+    """A few open slides per DoFn instance; a reader is dropped after any error (OpenSlide latches)."""
+
+    def __init__(self, limit: int = 2) -> None:
+        self._limit = limit
+        self._open: OrderedDict[str, tuple[SlideReader, str | None]] = OrderedDict()
+
+    def get(self, context: TileContext) -> SlideReader:
+        entry = self._open.get(context.slide_id)
+        if entry is not None:
+            self._open.move_to_end(context.slide_id)
+            return entry[0]
+        path, tmp = localize(context.source_paths, context.subtype)
+        try:
+            reader = SlideReader(path)
+        except BaseException:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._open[context.slide_id] = (reader, tmp)
+        while len(self._open) > self._limit:
+            self.drop(next(iter(self._open)))
+        return reader
+
+    def drop(self, slide_id: str) -> None:
+        entry = self._open.pop(slide_id, None)
+        if entry is not None:
+            reader, tmp = entry
+            reader.close()
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def close_all(self) -> None:
+        for slide_id in list(self._open):
+            self.drop(slide_id)
+
+
+def _by_subtype(ref: InputRef, _partitions: int) -> int:
+    return 0 if ref.subtype == "dicom-wsi" else 1
+
+
+def _parent_key(record: TileRecord) -> Iterator[tuple[tuple[str, int, int], TileRecord]]:
+    if record.has_parent:
+        yield (record.slide_id, record.col // 2, record.row // 2), record
+
+
+def _job_with_records(item: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[tuple[SlideJob, list[TileRecord]]]:
+    _slide_id, grouped = item
+    jobs = list(grouped["job"])
+    if jobs:
+        yield jobs[0], list(grouped["tiles"])
+
+
+# -- DoFns --------------------------------------------------------------------------------------------
+
+
+class _KeyDicomSeries(beam.DoFn):
+    """InputRef (subtype dicom-wsi) -> (keyed series hash, InputRef)."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        self._token = settings.key_token
+
+    def setup(self) -> None:
+        self._key = DeidKey.from_token(self._token)
+
+    def process(self, ref: InputRef) -> list[tuple[str, InputRef]]:
+        if ref.group_key:
+            return [(ref.group_key, ref)]
+        import pydicom
+
+        with FileSystems.open(ref.path, compression_type=_RAW) as handle:
+            ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        uid = str(ds.get("SeriesInstanceUID", "") or "")
+        if not uid:
+            raise InvalidInputError("a DICOM whole-slide file has no SeriesInstanceUID to group it by")
+        return [(self._key.pseudonym("wsi-series", uid, 24), ref)]
+
+
+class _PrepareSlide(beam.DoFn):
+    """SlideUnit -> SlideJob. Runs in a subprocess: opening and probing a slide exercise native decoders."""
+
+    def __init__(self, settings: RunSettings, scratch_root: str) -> None:
+        self._settings = settings
+        self._scratch_root = scratch_root
+
+    def setup(self) -> None:
+        self._key = DeidKey.from_token(self._settings.key_token)
+        self._scratch = make_scratch(self._scratch_root)
+
+    def process(self, unit: SlideUnit) -> Iterator[SlideJob]:
+        settings = self._settings
+        ref = unit.ref
+        if ref.size > settings.limits.max_file_bytes:
+            check_limits_size(ref.size, settings)
+        if settings.wsi.redact_text == "ocr" or settings.wsi.label == "redact":
+            from deid.redaction.engine import RedactionConfig
+
+            RedactionConfig(text_mode=settings.wsi.redact_text).check_tools()
+        path, tmp = localize(unit.paths, ref.subtype)
+        reader: SlideReader | None = None
+        pseudonym = self._key.pseudonym("wsi", ref.sha256)
+        slide_id = f"{pseudonym}-{self._key.pseudonym('wsi-scratch', ref.path, 8)}"
+        try:
+            reader = SlideReader(path)
+            check_limits(reader.info, ref.size, settings.limits)
+            job = plan_job(
+                ref,
+                pseudonym,
+                slide_id,
+                unit.paths,
+                reader.info,
+                settings.wsi,
+                settings.wsi.regions.for_input(ref.sha256),
+            )
+            probe(reader, job.context.tile)
+            job = keep_associated(job, reader, settings.wsi, self._scratch)
+        except BaseException:
+            self._scratch.delete_prefix(slide_id)
+            raise
+        finally:
+            if reader is not None:
+                reader.close()
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+        Metrics.counter(METRICS_NAMESPACE, "wsi_slides_prepared").inc()
+        yield job
+
+
+def check_limits_size(size: int, settings: RunSettings) -> None:
+    from deid.errors import InputTooLargeError
+
+    raise InputTooLargeError(f"the slide is {size} bytes, more than --max_file_bytes {settings.limits.max_file_bytes}")
+
+
+class _RedactTiles(beam.DoFn):
+    """TileTask -> TileRecord (level 0). Pixels go to scratch; failures become failed records."""
+
+    def __init__(self, scratch_root: str) -> None:
+        self._scratch_root = scratch_root
+
+    def setup(self) -> None:
+        self._scratch = make_scratch(self._scratch_root)
+        self._readers = _Readers()
+        self._configs: dict[str, object] = {}
+        self._tiles = Metrics.counter(METRICS_NAMESPACE, "wsi_tiles_level0")
+
+    def process(self, task: TileTask) -> list[TileRecord]:
+        from deid.wsi.tiles import failure, redaction_config
+
+        ctx = task.context
+        try:
+            reader = self._readers.get(ctx)
+            config = self._configs.get(ctx.slide_id)
+            if config is None and ctx.needs_engine:
+                config = self._configs[ctx.slide_id] = redaction_config(ctx)
+        except Exception as exc:  # noqa: BLE001 - the slide fails in the writer, not the run
+            return [failure(ctx, 0, task.col, task.row, exc, "opening the slide for a tile")]
+        record = redact_level0_tile(reader, task, self._scratch, config)
+        if record.failed:
+            self._readers.drop(ctx.slide_id)
+            self._configs.pop(ctx.slide_id, None)
+        self._tiles.inc()
+        return [record]
+
+    def teardown(self) -> None:
+        self._readers.close_all()
+
+
+class _BuildParents(beam.DoFn):
+    """((slide_id, col, row), [child TileRecord]) -> TileRecord of the next level."""
+
+    def __init__(self, scratch_root: str, level: int) -> None:
+        self._scratch_root = scratch_root
+        self._level = level
+
+    def setup(self) -> None:
+        self._scratch = make_scratch(self._scratch_root)
+
+    def process(
+        self, item: tuple[tuple[str, int, int], Iterable[TileRecord]], contexts: dict[str, TileContext]
+    ) -> Iterator[TileRecord]:
+        (slide_id, col, row), children = item
+        context = contexts.get(slide_id)
+        # Without a context the slide's job failed and nothing will be written for it.
+        if context is not None:
+            yield build_parent(context, self._level, col, row, list(children), self._scratch)
+
+
+class _WriteSlide(beam.DoFn):
+    """(SlideJob, [TileRecord]) -> AuditRecord, after writing the outputs under OUTPUT atomically."""
+
+    def __init__(self, settings: RunSettings, scratch_root: str) -> None:
+        self._settings = settings
+        self._scratch_root = scratch_root
+
+    def setup(self) -> None:
+        self._key = DeidKey.from_token(self._settings.key_token)
+        self._scratch = make_scratch(self._scratch_root)
+
+    def process(self, item: tuple[SlideJob, list[TileRecord]]) -> Iterator[AuditRecord]:
+        from deid.wsi.writer import write_outputs
+
+        job, records = item
+        settings = self._settings
+        local_out = tempfile.mkdtemp(prefix="deid-wsi-out-")
+        reader: SlideReader | None = None
+        tmp: str | None = None
+        sha = job.ref.sha256
+        try:
+            if any(record.origin == "source" for record in records):
+                path, tmp = localize(job.context.source_paths, job.context.subtype)
+                reader = SlideReader(path)
+            outputs, actions = write_outputs(
+                job,
+                records,
+                reader,
+                self._scratch,
+                settings.wsi,
+                local_out,
+                lambda purpose: self._key.uid(f"wsi:{sha}:{purpose}"),
+            )
+            publish(local_out, outputs, settings.output)
+        finally:
+            if reader is not None:
+                reader.close()
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(local_out, ignore_errors=True)
+            self._scratch.delete_prefix(job.slide_id)
+        count_actions(actions)
+        yield audit_ok(
+            job.ref,
+            outputs,
+            actions,
+            layout="aperio" if job.aperio else "generic-tiff",
+            tile_size=job.context.tile,
+            levels=len(job.levels),
+            width=job.metadata.width,
+            height=job.metadata.height,
+        )
+
+
+def publish(local_root: str, relative_paths: Iterable[str], output: str) -> None:
+    """Copy each local file to OUTPUT/<relative> under a temporary name, then rename it into place."""
+    for relative in relative_paths:
+        final = FileSystems.join(output, *relative.split("/"))
+        directory, name = posixpath.split(final) if "://" in final else os.path.split(final)
+        temporary = FileSystems.join(directory, f".tmp-{uuid.uuid4().hex[:12]}-{name}")
+        if "://" not in final:
+            os.makedirs(directory, exist_ok=True)
+        with (
+            open(os.path.join(local_root, relative), "rb") as src,
+            FileSystems.create(temporary, compression_type=_RAW) as dst,
+        ):
+            shutil.copyfileobj(src, dst, _COPY_CHUNK)
+        FileSystems.rename([temporary], [final])
