@@ -87,8 +87,7 @@ REQUIRED = frozenset({"output"})
 
 # Extra sentences for the template UI, appended to the option's help.
 HELP_NOTES: dict[str, str] = {
-    "input": "On Dataflow give a gs:// prefix or glob; leave empty when a Healthcare API or DICOMweb "
-    "source is given.",
+    "input": "On Dataflow give a gs:// prefix or glob; leave empty when a Healthcare API or DICOMweb source is given.",
     "output": "On Dataflow a gs:// prefix.",
 }
 
