@@ -261,8 +261,21 @@ def test_fill_validates_arguments() -> None:
         apply_fill(np.zeros((4, 4), np.uint8), np.zeros((4, 4), bool), "white")
     with pytest.raises(ValueError, match="differ in height or width"):
         apply_fill(np.zeros((4, 4), np.uint8), np.zeros((4, 5), bool), "black")
-    with pytest.raises(ValueError, match="inpaint fill needs a uint8 image"):
-        apply_fill(np.zeros((4, 4), np.uint16), np.ones((4, 4), bool), "inpaint")
+    with pytest.raises(ValueError, match="inpaint fill needs an integer or float image"):
+        apply_fill(np.zeros((4, 4), bool), np.ones((4, 4), bool), "inpaint")
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.float32])
+@pytest.mark.parametrize("fill", ["blur", "inpaint"])
+def test_fills_work_on_deep_frames(dtype: type, fill: str) -> None:
+    image = np.full((80, 120), 1000, dtype)
+    image[30:40, 20:100] = 4000  # a bright "text" bar
+    mask = np.zeros((80, 120), bool)
+    mask[25:45, 15:105] = True
+    out = apply_fill(image, mask, fill)
+    assert out.dtype == image.dtype
+    np.testing.assert_array_equal(out[~mask], image[~mask])
+    assert out[30:40, 20:100].max() < 3000
 
 
 @pytest.mark.parametrize("fill", ["blur", "inpaint"])

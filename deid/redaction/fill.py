@@ -17,8 +17,8 @@ INPAINT_RADIUS = 5
 def apply_fill(image: np.ndarray, mask: np.ndarray, fill: str, *, black_value: int | float = 0) -> np.ndarray:
     """A copy of `image` whose pixels under `mask` (H x W bool) are filled; the rest is untouched.
 
-    `image` is H x W or H x W x C, uint8 for all fills; black and blur also take 16-bit and float
-    images (DICOM frames). `black_value` is what black means (the maximum for MONOCHROME1).
+    `image` is H x W or H x W x C: uint8, or 16-bit / float DICOM frames. `black_value` is what
+    black means (the maximum for MONOCHROME1, the lowest value for signed frames).
     """
     if fill not in REDACT_FILLS:
         raise ValueError(f"fill must be one of {', '.join(REDACT_FILLS)}")
@@ -59,13 +59,22 @@ def _blur(out: np.ndarray, mask: np.ndarray) -> None:
 
 
 def _inpaint(out: np.ndarray, mask: np.ndarray) -> None:
-    if out.dtype != np.uint8:
-        raise ValueError("inpaint fill needs a uint8 image")
+    """OpenCV Telea inpainting; images other than uint8 are inpainted per channel in float32."""
     mask8 = mask.astype(np.uint8) * 255
-    if out.ndim == 2 or out.shape[2] in (1, 3):
+    if out.dtype == np.uint8 and (out.ndim == 2 or out.shape[2] in (1, 3)):
         filled = cv2.inpaint(np.ascontiguousarray(out), mask8, INPAINT_RADIUS, cv2.INPAINT_TELEA)
         out[...] = filled.reshape(out.shape)
         return
-    for channel in range(out.shape[2]):
-        plane = np.ascontiguousarray(out[..., channel])
-        out[..., channel] = cv2.inpaint(plane, mask8, INPAINT_RADIUS, cv2.INPAINT_TELEA)
+    if not (np.issubdtype(out.dtype, np.integer) or np.issubdtype(out.dtype, np.floating)):
+        raise ValueError("inpaint fill needs an integer or float image")
+    planes = out[..., None] if out.ndim == 2 else out
+    for channel in range(planes.shape[2]):
+        plane = np.ascontiguousarray(planes[..., channel])
+        if plane.dtype == np.uint8:
+            planes[..., channel] = cv2.inpaint(plane, mask8, INPAINT_RADIUS, cv2.INPAINT_TELEA)
+            continue
+        filled = cv2.inpaint(plane.astype(np.float32), mask8, INPAINT_RADIUS, cv2.INPAINT_TELEA)
+        if np.issubdtype(plane.dtype, np.integer):
+            info = np.iinfo(plane.dtype)
+            filled = np.clip(np.rint(filled), info.min, info.max)
+        planes[..., channel] = filled.astype(plane.dtype)
