@@ -16,6 +16,7 @@ from orthanc import OrthancServer, orthanc
 from pydicom.data import get_testdata_file
 
 from deid.cloud.dicomweb import list_instances, make_client, retrieve_bytes, store_datasets
+from deid.cloud.retry import Backoff
 from deid.keys import DeidKey
 from deid.settings import RunSettings
 
@@ -97,7 +98,7 @@ def test_unreachable_destination_sends_instances_to_dead_letter(
     nowhere = f"http://127.0.0.1:{free_port()}/dicom-web"
     run = uuid.uuid4().hex
     with beam.Pipeline(argv=["--runner=FnApiRunner"]) as p:
-        out = p | DicomwebDeidentify(settings, source.dicomweb, nowhere)
+        out = p | DicomwebDeidentify(settings, source.dicomweb, nowhere, Backoff(attempts=2, initial_s=0.01))
         _ = out.audit | "A" >> beam.ParDo(_Keep(run + "a"))
         _ = out.dead_letters | "D" >> beam.ParDo(_Keep(run + "d"))
     audit, dead = _RESULTS.pop(run + "a", []), _RESULTS.pop(run + "d", [])

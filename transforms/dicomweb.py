@@ -16,6 +16,7 @@ from apache_beam.pvalue import PBegin, TaggedOutput
 
 from deid.classify import InputRef
 from deid.cloud.dicomweb import InstanceKey, retrieve_bytes, store_datasets
+from deid.cloud.retry import Backoff
 from deid.keys import DeidKey
 from deid.settings import RunSettings
 from transforms._io import read_all, write_atomically
@@ -33,10 +34,13 @@ def _ref_for(key: InstanceKey) -> InputRef:
 class _ListSourceFn(beam.DoFn):
     """source URL -> (InputRef, InstanceKey) for every instance QIDO-RS finds there."""
 
+    def __init__(self, retry: Backoff | None) -> None:
+        self._retry = retry
+
     def process(self, url: str) -> Iterable[tuple[InputRef, InstanceKey]]:
         from deid.cloud.dicomweb import list_instances, make_client
 
-        for key in list_instances(make_client(url)):
+        for key in list_instances(make_client(url, retry=self._retry)):
             yield _ref_for(key), key
 
 
@@ -47,10 +51,13 @@ class _DeidentifyFn(beam.DoFn):
     The result goes by STOW-RS to the destination server, or is written under OUTPUT without one.
     """
 
-    def __init__(self, settings: RunSettings, source_url: str | None, destination_url: str | None) -> None:
+    def __init__(
+        self, settings: RunSettings, source_url: str | None, destination_url: str | None, retry: Backoff | None
+    ) -> None:
         self._settings = settings
         self._source_url = source_url
         self._destination_url = destination_url
+        self._retry = retry
         self._key: DeidKey | None = None
         self._source: Any = None
         self._destination: Any = None
@@ -59,8 +66,8 @@ class _DeidentifyFn(beam.DoFn):
         from deid.cloud.dicomweb import make_client
 
         self._key = DeidKey.from_token(self._settings.key_token)
-        self._source = make_client(self._source_url) if self._source_url else None
-        self._destination = make_client(self._destination_url) if self._destination_url else None
+        self._source = make_client(self._source_url, retry=self._retry) if self._source_url else None
+        self._destination = make_client(self._destination_url, retry=self._retry) if self._destination_url else None
 
     def process(self, element: tuple[InputRef, InstanceKey | None]) -> Iterable[object]:
         from deid.dicom.deidentify import deidentify, output_relpath, read_dicom, write_dicom
@@ -112,13 +119,21 @@ class DicomwebDeidentify(beam.PTransform):
         PCollection input it is also read, in addition to the given files.
     destination_url: DICOMweb base URL to STOW-RS de-identified instances to; without it they are
         written under settings.output like the local DICOM branch writes them.
+    retry: attempts and backoff for 408/429/5xx and connection errors (default: 6 attempts).
     """
 
-    def __init__(self, settings: RunSettings, source_url: str | None, destination_url: str | None) -> None:
+    def __init__(
+        self,
+        settings: RunSettings,
+        source_url: str | None,
+        destination_url: str | None,
+        retry: Backoff | None = None,
+    ) -> None:
         super().__init__()
         self._settings = settings
         self._source_url = source_url
         self._destination_url = destination_url
+        self._retry = retry
 
     def expand(self, refs_or_root: beam.PCollection | PBegin) -> DeidOutputs:
         root = refs_or_root if isinstance(refs_or_root, PBegin) else refs_or_root.pipeline
@@ -127,14 +142,14 @@ class DicomwebDeidentify(beam.PTransform):
             parts.append(
                 root
                 | "SourceUrl" >> beam.Create([self._source_url])
-                | "ListSource" >> beam.ParDo(_ListSourceFn())
+                | "ListSource" >> beam.ParDo(_ListSourceFn(self._retry))
                 | "Spread" >> beam.Reshuffle()
             )
         if not isinstance(refs_or_root, PBegin):
             parts.append(refs_or_root | "LocalInputs" >> beam.Map(lambda ref: (ref, None)))
         elements = (parts or [root | "Nothing" >> beam.Create([])]) | "AllInstances" >> beam.Flatten()
         results = elements | "Deidentify" >> beam.ParDo(
-            _DeidentifyFn(self._settings, self._source_url, self._destination_url)
+            _DeidentifyFn(self._settings, self._source_url, self._destination_url, self._retry)
         ).with_outputs(LINKAGE, main="audit").with_exception_handling(main_tag="audit", dead_letter_tag="failed")
         return DeidOutputs(
             audit=results["audit"],
