@@ -1,0 +1,266 @@
+"""Pure WSI functions (grid, pyramid maths, JPEG, metadata, writers) and the DoFns one by one."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import wsi_factory
+
+from deid.classify import InputRef
+from deid.keys import DeidKey
+from deid.settings import Box, RunSettings, WsiSettings
+from deid.wsi import jpeg
+from deid.wsi.grid import TileGrid, children_of, level_count
+from deid.wsi.job import SlideUnit, run_local
+from deid.wsi.metadata import parse_aperio_description, scrub
+from deid.wsi.scratch import LocalScratch, pack_pixels, unpack_pixels
+from deid.wsi.source import SlideReader
+from deid.wsi.tiles import TileRecord, halve
+
+openslide = pytest.importorskip("openslide")
+KEY = DeidKey(b"u" * 32)
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wsi"
+
+
+# -- grid and pyramid maths ---------------------------------------------------------------------------
+
+
+def test_grid_levels_stop_at_one_tile() -> None:
+    grid = TileGrid(1000, 600, 256, 64)
+    levels = grid.levels()
+    assert [(s.width, s.height, s.cols, s.rows) for s in levels] == [
+        (1000, 600, 4, 3),
+        (500, 300, 2, 2),
+        (250, 150, 1, 1),
+    ]
+    assert level_count(1000, 600, 256) == 3 == grid.level_count
+    assert level_count(100, 100, 256) == 1
+
+
+def test_grid_core_window_and_children() -> None:
+    grid = TileGrid(1000, 600, 256, 64)
+    assert grid.core(3, 2) == Box(768, 512, 232, 88)
+    assert grid.window(0, 0) == Box(0, 0, 320, 320)
+    assert grid.window(1, 1) == Box(192, 192, 384, 384)
+    assert grid.window(3, 2) == Box(704, 448, 296, 152)
+    levels = grid.levels()
+    assert children_of(levels[1], levels[0], 1, 1) == ((2, 2), (3, 2))
+    assert grid.level0_area(1, 1, 1) == Box(512, 512, 488, 88)
+
+
+@pytest.mark.parametrize(("w", "h"), [(1000, 600), (1025, 513), (257, 1)])
+def test_halves_tile_parent_exactly(w: int, h: int) -> None:
+    """Children halves of level k fill the parent at level k+1 exactly, for odd sizes too."""
+    grid = TileGrid(w, h, 256)
+    levels = grid.levels()
+    for k in range(len(levels) - 1):
+        child, parent = levels[k], levels[k + 1]
+        for row in range(parent.rows):
+            for col in range(parent.cols):
+                core = grid.core(col, row, k + 1)
+                covered = 0
+                for c, r in children_of(parent, child, col, row):
+                    cc = grid.core(c, r, k)
+                    covered += -(-cc.width // 2) * -(-cc.height // 2)
+                assert covered == core.width * core.height
+
+
+def test_grid_rejects_bad_geometry() -> None:
+    with pytest.raises(ValueError):
+        TileGrid(100, 100, 100)
+    with pytest.raises(ValueError):
+        TileGrid(100, 100, 256, 128)
+
+
+def test_halve_rounds_up() -> None:
+    assert halve(np.zeros((5, 7, 3), np.uint8)).shape == (3, 4, 3)
+
+
+# -- JPEG and scratch -----------------------------------------------------------------------------------
+
+
+def test_strip_metadata_keeps_entropy_data() -> None:
+    image = wsi_factory.tissue(64, 64)
+    stream = jpeg.encode(image, 90)
+    com = b"\xff\xfe\x00\x0e" + b"DOE^JANE PHI"
+    exif = b"\xff\xe1\x00\x0a" + b"Exif\x00\x00XX"
+    dirty = stream[:2] + com + exif + stream[2:]
+    clean = jpeg.strip_metadata(dirty)
+    assert b"DOE^JANE" not in clean and b"Exif" not in clean
+    assert clean == stream
+    assert np.array_equal(jpeg.decode(clean), jpeg.decode(stream))
+
+
+def test_merge_tables_makes_abbreviated_tile_decodable(tmp_path: Path) -> None:
+    if not (SHARED / "CMU-1-Small-Region.svs").exists():
+        pytest.skip("shared data absent")
+    reader = SlideReader(str(SHARED / "CMU-1-Small-Region.svs"))
+    raw = reader.info.raw_level(1)
+    assert raw is not None and raw.jpegtables and raw.rgb_samples
+    data = reader.raw_tile(raw, 1, 1)
+    full = jpeg.merge_tables(raw.jpegtables, data)
+    decoded = jpeg.decode(full, None, True)
+    expected = reader.read_region(Box(240, 240, 240, 240))
+    assert np.array_equal(decoded, expected)
+    reader.close()
+
+
+def test_pack_pixels_round_trip(tmp_path: Path) -> None:
+    image = wsi_factory.tissue(33, 17)
+    scratch = LocalScratch(str(tmp_path))
+    scratch.put("s/H0/1_2.zst", pack_pixels(image))
+    assert np.array_equal(unpack_pixels(scratch.get("s/H0/1_2.zst")), image)
+    scratch.delete_prefix("s")
+    assert not (tmp_path / "s").exists()
+
+
+# -- metadata ------------------------------------------------------------------------------------------------
+
+
+def test_scrub_keeps_only_technical_fields() -> None:
+    header, fields = parse_aperio_description(wsi_factory.aperio_description(100, 100, 64))
+    assert fields["Filename"] == wsi_factory.PHI_FILENAME and header.startswith("Aperio")
+    props = {f"aperio.{k}": v for k, v in fields.items()}
+    props.update(
+        {
+            "openslide.vendor": "aperio",
+            "openslide.mpp-x": "0.499",
+            "openslide.objective-power": "20",
+            "tiff.ImageDescription": "x",
+            "openslide.level-count": "1",
+        }
+    )
+    meta = scrub(props, 100, 100)
+    assert (meta.mpp_x, meta.mpp_y, meta.objective_power, meta.vendor) == (0.499, 0.499, 20.0, "aperio")
+    assert meta.fields_removed == len(fields) - 2 + 1  # all but AppMag and MPP, plus the description
+    assert wsi_factory.PHI_FILENAME not in repr(meta)
+
+
+def test_reader_counts_tiff_text_tags_and_matches_openslide(tmp_path: Path) -> None:
+    path = tmp_path / "g.tiff"
+    wsi_factory.write_generic_tiff(path, 512, 512, 256, text_corner=None)
+    reader = SlideReader(str(path))
+    # Artist, DocumentName, HostComputer, DateTime, XMP, ImageDescription (+ OpenSlide's own copy)
+    assert reader.info.metadata.fields_removed >= 6
+    box = Box(100, 150, 300, 200)
+    assert np.array_equal(reader.read_window(box), reader.read_region(box))
+    reader.close()
+
+
+# -- writers via run_local -------------------------------------------------------------------------------
+
+
+def _local(tmp_path: Path, src: Path, **wsi: object) -> tuple[list[str], dict[str, int], Path]:
+    ref = InputRef(str(src), src.stat().st_size, "ab" * 32, "wsi", "tiff")
+    out = tmp_path / "out"
+    outputs, actions = run_local(
+        ref,
+        str(src),
+        "PSEUDO",
+        WsiSettings(**wsi),
+        (),
+        LocalScratch(str(tmp_path / "scr")),
+        str(out),
+        lambda purpose: KEY.uid(f"t:{purpose}"),
+    )
+    return outputs, actions, out
+
+
+def test_writer_aperio_layout_and_label_blank(tmp_path: Path) -> None:
+    src = tmp_path / "a.svs"
+    wsi_factory.write_aperio_svs(src, 768, 512, 256, text_corner=None)
+    outputs, actions, out = _local(tmp_path, src, label="blank")
+    assert outputs == ["wsi/PSEUDO.svs"]
+    assert actions["label_blanked"] == 1 and actions["macro_blanked"] == 1
+    assert actions["tiles_reencoded"] == 2  # level 1 (no 2x level in the input); level 2 = input 4x
+    slide = openslide.OpenSlide(str(out / outputs[0]))
+    assert set(slide.associated_images) == {"label", "macro", "thumbnail"}
+    label = np.asarray(slide.associated_images["label"].convert("RGB"))
+    assert label.min() == 255
+    with tifffile.TiffFile(out / outputs[0]) as tif:
+        for page in tif.pages:
+            for name in ("Artist", "DateTime", "DocumentName", "HostComputer", "XMP", "Software"):
+                assert name not in page.tags  # type: ignore[union-attr]
+
+
+def test_writer_psnr_when_reencoded(tmp_path: Path) -> None:
+    src = tmp_path / "lzw.tiff"
+    wsi_factory.write_generic_tiff(src, 600, 400, 256, text_corner=None, compression="lzw")
+    outputs, actions, out = _local(tmp_path, src, tile_size=256)
+    assert actions["tiles_passthrough"] == 0
+    a = np.asarray(openslide.OpenSlide(str(out / outputs[0])).read_region((0, 0), 0, (600, 400)).convert("RGB"))
+    b = np.asarray(openslide.OpenSlide(str(src)).read_region((0, 0), 0, (600, 400)).convert("RGB"))
+    mse = ((a.astype(float) - b) ** 2).mean()
+    assert 10 * np.log10(255**2 / mse) > 40
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy not installed")
+def test_dicom_output_passes_dciodvfy(tmp_path: Path) -> None:
+    src = tmp_path / "a.svs"
+    wsi_factory.write_aperio_svs(src, 600, 500, 256, text_corner=None)
+    outputs, actions, out = _local(tmp_path, src, output_format="dicom")
+    assert actions["dicom_instances_written"] == len(outputs) == 3
+    for rel in outputs:
+        run = subprocess.run(["dciodvfy", str(out / rel)], capture_output=True, text=True, check=False)
+        report = run.stdout + run.stderr
+        assert "Error" not in report, report
+    slide = openslide.OpenSlide(str(out / outputs[0]))
+    assert slide.dimensions == (600, 500)
+    assert slide.properties["openslide.objective-power"] == "20"
+    assert slide.properties["openslide.mpp-x"].startswith("0.499")
+
+
+# -- DoFns via setup()/process() --------------------------------------------------------------------------
+
+
+def test_dofns_one_by_one(tmp_path: Path) -> None:
+    from transforms.wsi import _BuildParents, _PrepareSlide, _RedactTiles, _WriteSlide
+
+    src = tmp_path / "a.svs"
+    wsi_factory.write_aperio_svs(src, 512, 512, 256, text_corner=None, label=False, macro=False)
+    ref = InputRef(str(src), src.stat().st_size, "cd" * 32, "wsi", "tiff")
+    settings = RunSettings(output=str(tmp_path / "out"), key_token=KEY.to_token(), wsi=WsiSettings())
+    root = str(tmp_path / "scr")
+    prepare = _PrepareSlide(settings, root)
+    prepare.setup()
+    (job,) = list(prepare.process(SlideUnit.single(ref)))
+    assert job.context.tile == 256 and len(job.levels) == 2
+    redact = _RedactTiles(root)
+    redact.setup()
+    from deid.wsi.job import tile_tasks
+
+    records: list[TileRecord] = []
+    for task in tile_tasks(job):
+        records.extend(redact.process(task))
+    redact.teardown()
+    assert all(r.origin == "source" and not r.failed for r in records)
+    parents = _BuildParents(root, 1)
+    parents.setup()
+    (top,) = list(parents.process(((job.slide_id, 0, 0), records), {job.slide_id: job.context}))
+    writer = _WriteSlide(settings, root)
+    writer.setup()
+    (audit,) = list(writer.process((job, [*records, top])))
+    assert audit.outputs == (f"wsi/{KEY.pseudonym('wsi', ref.sha256)}.svs",)
+    assert (tmp_path / "out" / audit.outputs[0]).exists()
+    assert audit.actions["tiles_passthrough"] == 4 and audit.actions["tiles_reencoded"] == 1
+
+
+def test_prepare_rejects_too_large(tmp_path: Path) -> None:
+    from deid.errors import InputTooLargeError
+    from deid.settings import Limits
+    from transforms.wsi import _PrepareSlide
+
+    src = tmp_path / "a.svs"
+    wsi_factory.write_aperio_svs(src, 512, 512, 256, text_corner=None, label=False, macro=False)
+    ref = InputRef(str(src), src.stat().st_size, "cd" * 32, "wsi", "tiff")
+    settings = RunSettings(output=str(tmp_path), key_token=KEY.to_token(), limits=Limits(max_pixels=1000))
+    prepare = _PrepareSlide(settings, str(tmp_path / "scr"))
+    prepare.setup()
+    with pytest.raises(InputTooLargeError) as info:
+        list(prepare.process(SlideUnit.single(ref)))
+    assert "a.svs" not in str(info.value)
