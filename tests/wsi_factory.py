@@ -35,14 +35,20 @@ class TextPlacement:
     height: int
 
 
-def tissue(width: int, height: int, seed: int = 7, x0: int = 0, y0: int = 0) -> np.ndarray:
-    """Deterministic smooth pink texture: the same pixels for the same area whatever the chunking."""
-    yy, xx = np.mgrid[y0 : y0 + height, x0 : x0 + width].astype(np.float32)
+def tissue(width: int, height: int, seed: int = 7, x0: int = 0, y0: int = 0, step: int = 1) -> np.ndarray:
+    """Deterministic smooth pink texture: the same pixels for the same area whatever the chunking.
+
+    `step` samples every step-th level-0 pixel (a cheap stand-in for a downsampled level).
+    """
+    yy, xx = np.mgrid[y0 : y0 + height * step : step, x0 : x0 + width * step : step].astype(np.float32)
     base = (
         np.sin(xx / 37.0 + seed) * np.cos(yy / 23.0) * 0.5
         + np.sin((xx + yy) / 71.0) * 0.3
         + np.cos(xx / 9.0 - yy / 13.0) * 0.2
     )
+    # deterministic grain so JPEG tiles have realistic sizes (a few tens of KB per 512 px tile)
+    grain = ((xx.astype(np.int64) * 73856093 ^ yy.astype(np.int64) * 19349663) % 23).astype(np.float32) / 23.0 - 0.5
+    base = base + 0.25 * grain
     r = 225 + 25 * base
     g = 170 + 45 * base
     b = 205 + 30 * base
@@ -213,11 +219,7 @@ def write_big_svs(path: Path, side: int, tile: int = 512, quality: int = 80) -> 
     def tiles(size: int, step: int) -> Iterator[np.ndarray]:
         for y in range(0, size, tile):
             for x in range(0, size, tile):
-                if step == 1:
-                    yield tissue(tile, tile, x0=x, y0=y)
-                else:
-                    big = tissue(tile * step, tile * step, x0=x * step, y0=y * step)
-                    yield cv2.resize(big, (tile, tile), interpolation=cv2.INTER_AREA)
+                yield tissue(tile, tile, x0=x * step, y0=y * step, step=step)
 
     with tifffile.TiffWriter(path, bigtiff=side * side * 3 > 3 * 1024**3) as tif:
         step = 1
