@@ -22,7 +22,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # Runtime libraries the wheels do not bundle: GLib for OpenCV, tesseract for --redact_text=ocr.
 # OpenSlide itself comes from the openslide-bin wheel pinned in requirements.lock (the library the
-# tests use); the import check below proves it and OpenCV load.
+# tests use); the import check below proves that it and OpenCV load.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libglib2.0-0 tesseract-ocr tesseract-ocr-eng \
@@ -35,15 +35,18 @@ WORKDIR /template
 COPY requirements.lock ./
 RUN python -m pip install --no-cache-dir --no-deps --require-hashes -r requirements.lock
 
-# The package itself, built offline with the setuptools and wheel pinned in the lock.
+# The package itself, built offline with the setuptools and wheel pinned in the lock. The sources
+# are removed afterwards so the launcher imports the installed package, as the workers do. Then
+# `pip check` (the lock against what the Beam image already holds) and an import of the native
+# libraries (OpenSlide, OpenCV) and the pipeline fail the build rather than a job.
 COPY setup.py pyproject.toml ./
 COPY deid ./deid
 COPY pipeline ./pipeline
 COPY transforms ./transforms
 RUN python -m pip install --no-cache-dir --no-deps --no-build-isolation --no-index . \
+    && rm -rf build ./*.egg-info deid pipeline transforms setup.py pyproject.toml \
     && python -m pip check \
-    && python -c "import openslide, cv2, pipeline.main; print('openslide', openslide.__library_version__, 'opencv', cv2.__version__)" \
-    && rm -rf build ./*.egg-info
+    && python -c "import openslide, cv2, pipeline.main; print('openslide', openslide.__library_version__, 'opencv', cv2.__version__)"
 
 COPY templates/launcher.py ./launcher.py
 COPY --from=template_launcher /opt/google/dataflow/python_template_launcher /opt/google/dataflow/python_template_launcher
