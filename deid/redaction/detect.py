@@ -180,41 +180,49 @@ def _detect_level(gray: np.ndarray, operation: int, params: DetectParams) -> np.
     half_h, half_w = height // 2, width // 2
     if min(half_h, half_w) < params.min_height:
         return empty
-    half = cv2.resize(joined[: half_h * 2, : half_w * 2], (half_w, half_h), interpolation=cv2.INTER_AREA)
+    cells = (half_w, half_h)
+    half = cv2.resize(joined[: half_h * 2, : half_w * 2], cells, interpolation=cv2.INTER_AREA)
     _, occupied = cv2.threshold(half, 0, 255, cv2.THRESH_BINARY)
     _, _, stats, _ = cv2.connectedComponentsWithStats(occupied, connectivity=8)
     stats = stats[1:].astype(np.int64)
-    x0, y0 = stats[:, 0] * 2, stats[:, 1] * 2
-    x1 = np.minimum((stats[:, 0] + stats[:, 2]) * 2 + (width % 2), width)
-    y1 = np.minimum((stats[:, 1] + stats[:, 3]) * 2 + (height % 2), height)
-    lw, lh = x1 - x0, y1 - y0
+    sx0, sy0 = stats[:, 0], stats[:, 1]
+    sx1, sy1 = sx0 + stats[:, 2], sy0 + stats[:, 3]
+    sw, sh = stats[:, 2], stats[:, 3]
     plausible = (
-        (lh >= params.min_height)
-        & (lh <= params.max_height + 2)
-        & (lw >= params.min_height)
-        & (lw >= params.min_width_ratio * lh)
+        (sh * 2 >= params.min_height)
+        & (sh * 2 <= params.max_height + 2)
+        & (sw * 2 >= params.min_height)
+        & (sw >= params.min_width_ratio * sh)
     )
     if not plausible.any():
         return empty
-    x0, y0, x1, y1, lw, lh = (v[plausible] for v in (x0, y0, x1, y1, lw, lh))
+    sx0, sy0, sx1, sy1, sw, sh = (v[plausible] for v in (sx0, sy0, sx1, sy1, sw, sh))
 
-    # Box statistics from integral images: stroke density, mean stroke contrast, isolation.
-    ones = cv2.integral(strokes // 255, sdepth=cv2.CV_32S)
-    weighted = cv2.integral(cv2.bitwise_and(response, strokes), sdepth=cv2.CV_32S)
-    ink = _box_sum(ones, x0, y0, x1, y1)
-    density = ink / np.maximum(lw * lh, 1)
-    contrast = _box_sum(weighted, x0, y0, x1, y1) / np.maximum(ink, 1)
-    band = np.maximum(2, lh // 3)
-    top, bottom = np.maximum(y0 - band, 0), np.minimum(y1 + band, height)
-    above = _box_sum(ones, x0, top, x1, y0)
-    below = _box_sum(ones, x0, y1, x1, bottom)
-    outside = (above + below) / np.maximum((y0 - top + bottom - y1) * lw, 1)
+    # Box statistics from half-resolution integral images (each cell holds the mean of its four
+    # pixels, so sums scale exactly): stroke density, mean stroke contrast, isolation.
+    ones = cv2.integral(
+        cv2.resize(strokes[: half_h * 2, : half_w * 2], cells, interpolation=cv2.INTER_AREA), sdepth=cv2.CV_64F
+    )
+    masked = cv2.bitwise_and(response, strokes)[: half_h * 2, : half_w * 2]
+    weighted = cv2.integral(cv2.resize(masked, cells, interpolation=cv2.INTER_AREA), sdepth=cv2.CV_64F)
+    ink = _box_sum(ones, sx0, sy0, sx1, sy1)
+    density = ink / 255 / np.maximum(sw * sh, 1)
+    contrast = _box_sum(weighted, sx0, sy0, sx1, sy1) * 255 / np.maximum(ink, 1)
+    band = np.maximum(1, sh // 3)
+    top, bottom = np.maximum(sy0 - band, 0), np.minimum(sy1 + band, half_h)
+    above = _box_sum(ones, sx0, top, sx1, sy0)
+    below = _box_sum(ones, sx0, sy1, sx1, bottom)
+    outside = (above + below) / 255 / np.maximum((sy0 - top + bottom - sy1) * sw, 1)
     cheap = (
         (density >= params.min_density)
         & (density <= params.max_density)
         & (contrast >= params.weak_line_contrast)
         & (outside <= params.max_outside_ratio * density)
     )
+    # Full-resolution boxes; a component reaching the last cell also takes an odd last row/column.
+    x0, y0 = sx0 * 2, sy0 * 2
+    x1 = np.where(sx1 == half_w, width, sx1 * 2)
+    y1 = np.where(sy1 == half_h, height, sy1 * 2)
     survivors = np.flatnonzero(cheap)
     kept = [i for i in survivors if _glyphs_look_like_text(strokes, x0[i], y0[i], x1[i], y1[i], contrast[i], params)]
     if not kept:
