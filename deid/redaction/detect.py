@@ -184,10 +184,10 @@ def _detect_level(gray: np.ndarray, operation: int, params: DetectParams) -> np.
     half = cv2.resize(joined[: half_h * 2, : half_w * 2], cells, interpolation=cv2.INTER_AREA)
     _, occupied = cv2.threshold(half, 0, 255, cv2.THRESH_BINARY)
     _, _, stats, _ = cv2.connectedComponentsWithStats(occupied, connectivity=8)
-    stats = stats[1:].astype(np.int64)
-    sx0, sy0 = stats[:, 0], stats[:, 1]
-    sx1, sy1 = sx0 + stats[:, 2], sy0 + stats[:, 3]
-    sw, sh = stats[:, 2], stats[:, 3]
+    boxes: np.ndarray = stats[1:].astype(np.int64)
+    sx0, sy0 = boxes[:, 0], boxes[:, 1]
+    sx1, sy1 = sx0 + boxes[:, 2], sy0 + boxes[:, 3]
+    sw, sh = boxes[:, 2], boxes[:, 3]
     plausible = (
         (sh * 2 >= params.min_height)
         & (sh * 2 <= params.max_height + 2)
