@@ -268,7 +268,7 @@ def test_fill_validates_arguments() -> None:
 @pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.float32])
 @pytest.mark.parametrize("fill", ["blur", "inpaint"])
 def test_fills_work_on_deep_frames(dtype: type, fill: str) -> None:
-    image = np.full((80, 120), 1000, dtype)
+    image: np.ndarray = np.full((80, 120), 1000, dtype)
     image[30:40, 20:100] = 4000  # a bright "text" bar
     mask = np.zeros((80, 120), bool)
     mask[25:45, 15:105] = True
