@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -141,6 +142,16 @@ def test_detect_covers_light_text_on_black(channels: int, scale: float, thicknes
     assert ink_coverage(footer.ink, mask) >= 0.95
     # The boxes hug the text: most of the frame stays unredacted.
     assert mask.mean() < 0.15
+
+
+@pytest.mark.parametrize("angle", [-8, 4])
+def test_detect_covers_slightly_skewed_text(angle: float) -> None:
+    image: np.ndarray = np.full((400, 400, 3), 235, np.uint8)
+    drawn = draw_text(image, "DOE JOHN 12/03/1961", (60, 200), scale=0.6, thickness=1)
+    turn = cv2.getRotationMatrix2D((200, 200), angle, 1.0)
+    image = cv2.warpAffine(image, turn, (400, 400), borderValue=(235, 235, 235))
+    ink = cv2.warpAffine(drawn.ink.astype(np.uint8), turn, (400, 400), flags=cv2.INTER_NEAREST) > 0
+    assert ink_coverage(ink, boxes_mask(detect_text_boxes(image), 400, 400)) >= 0.95
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -12,7 +12,8 @@ How it works, per polarity (dark text on light ground, light text on dark ground
    below the line hold far fewer stroke pixels than the line itself: text sits on a ground, tissue
    texture surrounds itself with more texture). Then, for the few survivors, a glyph test on the
    full-resolution crop: at least three glyphs (five when the contrast is only moderate) of similar
-   height aligned on a common top or baseline, or one tall glyph of very high contrast.
+   height aligned on a common top or baseline (along a fitted line, so slight skew passes), or one
+   tall glyph of very high contrast.
 4. Boxes are padded (anti-aliased fringes, dots, accents) and mapped back to image pixels.
 
 Scale 1 finds text of about 6..60 px height with strokes up to ~6 px; scale 4 (an area-downscaled
@@ -20,18 +21,23 @@ copy, 1/16 of the pixels) finds big text up to ~250 px with strokes up to ~24 px
 absolute (no per-image statistics such as Otsu), so overlapping windows of the same slide, whose
 origins are aligned to the coarsest scale, make the same decision about the same text.
 
-Limits, measured on synthetic text and on real H&E tissue (see tests/test_redaction.py):
-* Found: horizontal machine-printed text with clear contrast (roughly >= 80 grey levels between ink
-  and ground): slide-label print, ultrasound/CT annotations (light on dark), typed stickers, and text
-  drawn over tissue-like texture.
+Limits, measured on synthetic text and on real H&E tissue (tests/test_redaction.py, tests/text_images.py):
+* Found (>= 95 % of ink pixels covered): horizontal machine-printed text of roughly 7..250 px height
+  with clear contrast (about >= 100 grey levels between ink and ground for thin 1-px type, less for
+  bold type): slide-label print, ultrasound/CT annotations (light on dark), typed stickers, and
+  dark text drawn over tissue-like texture. A sweep of 5 Hershey fonts x 6 sizes x 4 grounds found
+  111 of 120 lines; the misses were mid-grey text over ultrasound speckle and 5-px-high type.
 * Missed or partly missed: low-contrast or coloured text whose luminance is close to its ground;
-  text rotated more than ~20 degrees (vertical label writing is found only glyph by glyph, when the
-  glyphs are tall and of very high contrast); handwriting with irregular baselines; text touching
-  dense, equally dark structures; single isolated small characters; barcodes and 2-D codes (they are
-  not text; redact the label with `--label drop`/`blank` or a region).
-* False positives: dark, elongated nuclei or fibres that happen to line up horizontally on a pale
-  ground can pass as a short word. On real tissue this is rare but not impossible, and the box is
-  then filled like text. `ocr` mode (tesseract confirmation) removes nearly all of them.
+  type under ~7 px high; text rotated by more than ~10 degrees (glyph alignment is tested along a
+  fitted line, so slight skew is fine; the vertical handwriting on the CMU-1 slide label is not
+  found); handwriting with irregular baselines; text touching dense, equally dark structures;
+  isolated one- or two-character words of ordinary size; barcodes and 2-D codes (not text: drop or
+  blank the label, or use a region).
+* False positives: none on the 24 overlapped 512-px windows of the real CMU-1-Small-Region H&E
+  slide or on synthetic tissue; still, dark elongated nuclei or fibres lined up on a pale ground
+  can pass as a short word, and the box is then filled like text. `ocr` mode (tesseract
+  confirmation) removes such boxes.
+* Speed (one core, 512 x 512 RGB tile): about 60-120 MP/s on H&E tissue, 50-70 MP/s on dense text.
 """
 
 from __future__ import annotations
@@ -243,22 +249,34 @@ def _glyphs_look_like_text(
     _, _, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
     heights = stats[1:, cv2.CC_STAT_HEIGHT].astype(np.float64)
     tops = stats[1:, cv2.CC_STAT_TOP].astype(np.float64)
+    centres = stats[1:, cv2.CC_STAT_LEFT] + stats[1:, cv2.CC_STAT_WIDTH] / 2.0
     if not len(heights):
         return False
     big = heights >= max(3.0, 0.5 * float(heights.max()))
-    heights, tops = heights[big], tops[big]
+    heights, tops, centres = heights[big], tops[big], centres[big]
     if not len(heights):
         return False
     if len(heights) == 1:
         return bool(contrast >= params.single_glyph_contrast and heights[0] >= 2 * params.min_height)
     mean_height = float(heights.mean())
     spread = float(heights.std()) / mean_height
-    align = min(float(tops.std()), float((tops + heights).std())) / mean_height
+    align = min(_line_residual(centres, tops), _line_residual(centres, tops + heights)) / mean_height
     if contrast >= params.line_contrast:
         need, spread_limit, align_limit = params.min_glyphs, params.max_height_spread, params.max_align_spread
     else:
         need, spread_limit, align_limit = params.weak_min_glyphs, 0.3, 0.15
     return len(heights) >= need and spread <= spread_limit and align <= align_limit
+
+
+def _line_residual(x: np.ndarray, y: np.ndarray) -> float:
+    """Spread of glyph tops (or bottoms) around a fitted straight line, so slightly skewed lines
+    align as well as level ones."""
+    if len(x) < 3 or float(x.std()) == 0.0:
+        return float(y.std())
+    slope = float(((x - x.mean()) * (y - y.mean())).mean() / x.var())
+    if abs(slope) > 0.5:  # steeper than ~27 degrees: not a text line this detector handles
+        return float("inf")
+    return float((y - y.mean() - slope * (x - x.mean())).std())
 
 
 def _box_sum(integral: np.ndarray, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> np.ndarray:
