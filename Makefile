@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DATA ?= demo_data
 DEMO_OUT ?= demo_out
 
-.PHONY: venv demo test lint typecheck unit system-deps bench clean
+.PHONY: venv demo test lint lint-infra typecheck unit system-deps bench clean
 
 $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,13 +27,17 @@ demo: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
+# hadolint, terraform fmt, checkov (offline, own venv) and shellcheck on the deployment files.
+lint-infra:
+	bash scripts/lint_infra.sh
+
 typecheck: venv
 	$(VENV)/bin/mypy
 
 unit: venv
 	$(VENV)/bin/pytest
 
-test: lint typecheck unit
+test: lint typecheck lint-infra unit
 
 bench: venv
 	$(PY) -m pip install -q -e '.[bench]'

@@ -84,7 +84,8 @@ def classify_head(head: bytes) -> tuple[Kind, str]:
     (dual-personality files), and such a file is still read as DICOM.
     """
     if has_dicm_preamble(head) or (not is_tiff(head) and looks_like_raw_dicom(head)):
-        if dicom_sop_class(head) == VL_WHOLE_SLIDE_MICROSCOPY:
+        # Parse only when the WSI class UID appears at all: a byte search is far cheaper than pydicom.
+        if VL_WHOLE_SLIDE_MICROSCOPY.encode("ascii") in head and dicom_sop_class(head) == VL_WHOLE_SLIDE_MICROSCOPY:
             return "wsi", "dicom-wsi"
         return "dicom", "dicom"
     if is_tiff(head):

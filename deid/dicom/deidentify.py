@@ -195,9 +195,10 @@ def read_dicom(data: bytes, limits: Limits) -> pydicom.Dataset:
         )
     check_structure(data, has_preamble)
     try:
-        header = pydicom.dcmread(io.BytesIO(data), force=not has_preamble, stop_before_pixels=True)
-        _check_pixel_budget(header, limits)
+        # One parse: the bytes are already in memory (bounded by max_file_bytes), and nothing below
+        # decodes pixels, so the budget check still comes before any pixel-sized allocation.
         ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
+        _check_pixel_budget(ds, limits)
         _force_parse(ds)
     except (InvalidInputError, InputTooLargeError):
         raise
@@ -806,7 +807,8 @@ def deidentify(ds: pydicom.Dataset, settings: ProfileSettings, key: DeidKey) -> 
         _copy_encoding(ds, out)
     except RecursionError:
         raise InvalidInputError("malformed DICOM: sequences nested too deeply to de-identify") from None
-    phi = frozenset(v for v in run.phi if v and v not in _kept_values(out))
+    kept = _kept_values(out)
+    phi = frozenset(v for v in run.phi if v and v not in kept)
     actions = {name: run.counts.get(name, 0) for name in ACTION_NAMES}
     return DicomResult(
         dataset=out,
