@@ -344,3 +344,22 @@ def test_no_pixel_data_is_a_no_op() -> None:
     ds.Modality = "SR"
     out, counts = redact_dicom_pixels(ds, DETECT)
     assert out is ds and counts["frames_total"] == 0
+
+
+def test_deflated_test_file_keeps_its_transfer_syntax() -> None:
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("image_dfl.dcm")
+    if path is None:
+        pytest.skip("pydicom test file missing")
+    ds = pydicom.dcmread(path)
+    before = ds.pixel_array.copy()
+    out, counts = redact_dicom_pixels(ds, RedactionConfig(regions=(Box(10, 20, 50, 30),)))
+    assert counts["frames_redacted"] == 1 and counts["transfer_syntax_changed"] == 0
+    back = roundtrip(out)
+    assert back.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+    after = back.pixel_array
+    assert (after[20:50, 10:60] == 0).all()
+    outside = np.ones(before.shape, bool)
+    outside[20:50, 10:60] = False
+    np.testing.assert_array_equal(after[outside], before[outside])
