@@ -37,7 +37,8 @@ Limits, measured on synthetic text and on real H&E tissue (tests/test_redaction.
   slide or on synthetic tissue; still, dark elongated nuclei or fibres lined up on a pale ground
   can pass as a short word, and the box is then filled like text. `ocr` mode (tesseract
   confirmation) removes such boxes.
-* Speed (one core, 512 x 512 RGB tile): about 60-120 MP/s on H&E tissue, 50-70 MP/s on dense text.
+* Speed (one core, 512 x 512 RGB tile, on a shared 2-core machine): about 40-100 MP/s on H&E tissue
+  and 30-60 MP/s on a tile full of text (the target is 16 MP/s).
 """
 
 from __future__ import annotations
