@@ -163,6 +163,8 @@ def test_harvest_path_keeps_meaningful_tokens_only() -> None:
     values = {v.text for v in harvest_path("/data/input/studies/DOE_JANE_MRN123456/img_0001.dcm", "/data/input")}
     assert {"DOE_JANE_MRN123456", "JANE", "MRN123456", "img_0001"} <= values
     assert not values & {"DOE", "dcm", "studies", "input", "data", "img", "0001"}
+    lowercase = {v.text for v in harvest_path("/in/ZQX1_truncated_notes.dcm", "/in")}
+    assert "ZQX1_truncated_notes" in lowercase and not lowercase & {"truncated", "notes"}
     assert {v.text for v in harvest_path("gs://b/x/ZQXNAME_ALPHA_2.dcm")} >= {"ZQXNAME", "ALPHA", "ZQXNAME_ALPHA_2"}
 
 

@@ -6,8 +6,9 @@ Harvest (in the worker that reads the input; values never leave its memory):
   profile or the options keep (K) or clean (C), and `--keep` attributes, are not harvested: their
   values may legitimately stay. PN values add their components and common re-orderings; DA/DT
   values add other common date spellings.
-- `harvest_path(path, root)`: the stem of the file name and its meaningful tokens (and those of the
-  folders below `root`).
+- `harvest_path(path, root)`: the name and stem of the file (and of the folders below `root`), and
+  their tokens that hold a capital letter or a digit; all-lowercase words ('truncated', 'notes')
+  are descriptive and would collide with ordinary English in messages.
 - `harvest_tiff_metadata(source)`: PHI-keyed fields of slide descriptions (Aperio `Filename`,
   `Date`, `User`, `Barcode`...; Philips `DICOM_PATIENT_*`...), and DocumentName, PageName, Artist,
   HostComputer, Copyright, UserComment, DateTime of every IFD.
@@ -353,7 +354,10 @@ def harvest_path(path: str, root: str | None = None) -> frozenset[PhiValue]:
         while "." in stem and len(stem.rsplit(".", 1)[1]) <= 5:
             stem = stem.rsplit(".", 1)[0]
         texts += [part, stem]
-        texts += [t for t in re.split(r"[\s_.\-+,;()\[\]{}]+", stem) if not (t.isdigit() and len(t) < 4)]
+        tokens = [t for t in re.split(r"[\s_.\-+,;()\[\]{}]+", stem) if t and t != stem]
+        # All-lowercase words in names are descriptive ('truncated', 'notes', 'chest') and collide
+        # with ordinary English in outputs; identifying tokens carry a capital or a digit.
+        texts += [t for t in tokens if not (t.isalpha() and t.islower()) and not (t.isdigit() and len(t) < 4)]
     return frozenset(_values(texts, "path"))
 
 
