@@ -1,4 +1,4 @@
-"""The whole pipeline, logging at DEBUG, on inputs full of PHI: no PHI in logs, exceptions, records or output streams."""
+"""The whole pipeline at DEBUG on inputs full of PHI: no PHI in logs, exceptions, records or streams."""
 
 from __future__ import annotations
 
