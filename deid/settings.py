@@ -178,12 +178,22 @@ class Limits:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """Everything a worker needs, built once by the launcher. `key_token` is the run's secret."""
+    """Everything a worker needs, built once by the launcher.
+
+    The run's secret travels as `key_file` (a path workers read in setup(), so a key from
+    --deid_key_file never enters the pickled job graph) or, for a key generated for this run only,
+    as `key_token`.
+    """
 
     output: str
-    key_token: str = field(repr=False)
+    key_token: str = field(default="", repr=False)
     profile: ProfileSettings = field(default_factory=ProfileSettings)
     wsi: WsiSettings = field(default_factory=WsiSettings)
     limits: Limits = field(default_factory=Limits)
     linkage: bool = False
     scratch_location: str | None = None
+    key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.key_token and not self.key_file:
+            raise ConfigError("RunSettings needs key_file or key_token")

@@ -98,7 +98,9 @@ def settings_from_options(options: DeidOptions, key: DeidKey) -> RunSettings:
     scratch = options.scratch_location or options.view_as(GoogleCloudOptions).temp_location
     return RunSettings(
         output=options.output,
-        key_token=key.to_token(),
+        # A key from a file stays out of the job graph: workers read the file themselves.
+        key_token="" if options.deid_key_file else key.to_token(),
+        key_file=options.deid_key_file or None,
         profile=profile,
         wsi=wsi,
         limits=Limits(max_pixels=options.max_pixels, max_file_bytes=options.max_file_bytes),

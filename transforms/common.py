@@ -6,11 +6,14 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from deid.classify import InputRef
 from deid.errors import safe_message_for
+from deid.keys import DeidKey
 from deid.records import AuditRecord, DeadLetterRecord
+from deid.settings import RunSettings
 
 METRICS_NAMESPACE = "deid"
 
@@ -89,3 +92,11 @@ def audit_ok(ref: InputRef, outputs: Iterable[str], actions: dict[str, int], **d
         actions=actions,
         details=details,
     )
+
+
+def load_run_key(settings: RunSettings) -> DeidKey:
+    """The run's key, for DoFn.setup(): read from --deid_key_file (local or gs://) or the inline token."""
+    if settings.key_file:
+        with FileSystems.open(settings.key_file) as handle:
+            return DeidKey.from_bytes(handle.read())
+    return DeidKey.from_token(settings.key_token)

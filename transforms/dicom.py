@@ -6,13 +6,13 @@ from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
-from deid.dicom.deidentify import deidentify, output_relpath, read_dicom, write_dicom
 
 from deid.classify import InputRef
+from deid.dicom.deidentify import deidentify, output_relpath, read_dicom, write_dicom
 from deid.keys import DeidKey
 from deid.settings import RunSettings
 from transforms._io import read_all, write_atomically
-from transforms.common import DeidOutputs, ToDeadLetters, audit_ok, count_actions
+from transforms.common import DeidOutputs, ToDeadLetters, audit_ok, count_actions, load_run_key
 
 LINKAGE = "linkage"
 
@@ -39,7 +39,7 @@ class _DeidentifyDicomFn(beam.DoFn):
         self._key: DeidKey | None = None
 
     def setup(self) -> None:
-        self._key = DeidKey.from_token(self._settings.key_token)
+        self._key = load_run_key(self._settings)
 
     def process(self, ref: InputRef) -> Iterable[object]:
         assert self._key is not None

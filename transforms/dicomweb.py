@@ -20,7 +20,7 @@ from deid.cloud.retry import Backoff
 from deid.keys import DeidKey
 from deid.settings import RunSettings
 from transforms._io import read_all, write_atomically
-from transforms.common import DeidOutputs, ToDeadLetters, audit_ok, count_actions
+from transforms.common import DeidOutputs, ToDeadLetters, audit_ok, count_actions, load_run_key
 
 LINKAGE = "linkage"
 SOURCE_SCHEME = "dicomweb-source"
@@ -65,7 +65,7 @@ class _DeidentifyFn(beam.DoFn):
     def setup(self) -> None:
         from deid.cloud.dicomweb import make_client
 
-        self._key = DeidKey.from_token(self._settings.key_token)
+        self._key = load_run_key(self._settings)
         self._source = make_client(self._source_url, retry=self._retry) if self._source_url else None
         self._destination = make_client(self._destination_url, retry=self._retry) if self._destination_url else None
 

@@ -33,14 +33,13 @@ from apache_beam.metrics import Metrics
 
 from deid.classify import InputRef
 from deid.errors import InvalidInputError
-from deid.keys import DeidKey
 from deid.records import AuditRecord
 from deid.settings import RunSettings
 from deid.wsi.job import MAX_PYRAMID_LEVELS, SlideJob, SlideUnit, keep_associated, plan_job, tile_tasks
 from deid.wsi.scratch import LocalScratch, Scratch
 from deid.wsi.source import SlideReader, check_limits, probe
 from deid.wsi.tiles import TileContext, TileRecord, TileTask, build_parent, redact_level0_tile
-from transforms.common import METRICS_NAMESPACE, DeidOutputs, ToDeadLetters, audit_ok, count_actions
+from transforms.common import METRICS_NAMESPACE, DeidOutputs, ToDeadLetters, audit_ok, count_actions, load_run_key
 
 _COPY_CHUNK = 8 * 1024 * 1024
 _RAW = CompressionTypes.UNCOMPRESSED
@@ -257,10 +256,10 @@ class _KeyDicomSeries(beam.DoFn):
     """InputRef (subtype dicom-wsi) -> (keyed series hash, InputRef)."""
 
     def __init__(self, settings: RunSettings) -> None:
-        self._token = settings.key_token
+        self._settings = settings
 
     def setup(self) -> None:
-        self._key = DeidKey.from_token(self._token)
+        self._key = load_run_key(self._settings)
 
     def process(self, ref: InputRef) -> list[tuple[str, InputRef]]:
         if ref.group_key:
@@ -283,7 +282,7 @@ class _PrepareSlide(beam.DoFn):
         self._scratch_root = scratch_root
 
     def setup(self) -> None:
-        self._key = DeidKey.from_token(self._settings.key_token)
+        self._key = load_run_key(self._settings)
         self._scratch = make_scratch(self._scratch_root)
 
     def process(self, unit: SlideUnit) -> Iterator[SlideJob]:
@@ -393,7 +392,7 @@ class _WriteSlide(beam.DoFn):
         self._scratch_root = scratch_root
 
     def setup(self) -> None:
-        self._key = DeidKey.from_token(self._settings.key_token)
+        self._key = load_run_key(self._settings)
         self._scratch = make_scratch(self._scratch_root)
 
     def process(self, item: tuple[SlideJob, list[TileRecord]]) -> Iterator[AuditRecord]:
