@@ -35,10 +35,27 @@ from deid.classify import InputRef
 from deid.errors import InvalidInputError
 from deid.records import AuditRecord
 from deid.settings import RunSettings
-from deid.wsi.job import MAX_PYRAMID_LEVELS, SlideJob, SlideUnit, keep_associated, plan_job, tile_tasks
+from deid.wsi.job import (
+    MAX_PYRAMID_LEVELS,
+    SlideJob,
+    SlideUnit,
+    keep_associated,
+    plan_job,
+    tile_tasks,
+    uses_edges,
+)
 from deid.wsi.scratch import LocalScratch, Scratch
 from deid.wsi.source import SlideReader, check_limits, probe
-from deid.wsi.tiles import TileContext, TileRecord, TileTask, build_parent, redact_level0_tile
+from deid.wsi.tiles import (
+    TileContext,
+    TileRecord,
+    TileTask,
+    build_parent,
+    failure,
+    neighbours,
+    redact_level0_tile,
+    write_edges,
+)
 from transforms.common import METRICS_NAMESPACE, DeidOutputs, ToDeadLetters, audit_ok, count_actions, load_run_key
 
 _COPY_CHUNK = 8 * 1024 * 1024
@@ -78,12 +95,18 @@ class DeidentifyWsi(beam.PTransform):
         jobs = prepared_good
         contexts = beam.pvalue.AsDict(jobs | "Contexts" >> beam.Map(lambda job: (job.slide_id, job.context)))
 
-        level0 = (
-            jobs
-            | "TileTasks" >> beam.FlatMap(tile_tasks)
-            | "SpreadTiles" >> beam.Reshuffle()
-            | "RedactTiles" >> beam.ParDo(_RedactTiles(scratch_root))
-        )
+        tasks = jobs | "TileTasks" >> beam.FlatMap(tile_tasks) | "SpreadTiles" >> beam.Reshuffle()
+        edges = uses_edges(settings.wsi)
+        if edges:
+            # Phase one decodes each tile once and leaves its border bands in scratch; a tile is
+            # redacted once all its neighbours have done so (grouping by tile is the barrier).
+            tasks = (
+                tasks
+                | "WriteEdges" >> beam.ParDo(_WriteEdges(scratch_root))
+                | "WaitForNeighbours" >> beam.GroupByKey()
+                | "NeighboursReady" >> beam.FlatMap(_ready_task)
+            )
+        level0 = tasks | "RedactTiles" >> beam.ParDo(_RedactTiles(scratch_root, edges))
         levels = [level0]
         current = level0
         for level in range(1, MAX_PYRAMID_LEVELS):
@@ -330,8 +353,10 @@ def check_limits_size(size: int, settings: RunSettings) -> None:
     raise InputTooLargeError(f"the slide is {size} bytes, more than --max_file_bytes {settings.limits.max_file_bytes}")
 
 
-class _RedactTiles(beam.DoFn):
-    """TileTask -> TileRecord (level 0). Pixels go to scratch; failures become failed records."""
+
+
+class _WriteEdges(beam.DoFn):
+    """TileTask -> ((slide_id, col, row), TileTask | error kind) for itself and each neighbour."""
 
     def __init__(self, scratch_root: str) -> None:
         self._scratch_root = scratch_root
@@ -339,12 +364,72 @@ class _RedactTiles(beam.DoFn):
     def setup(self) -> None:
         self._scratch = make_scratch(self._scratch_root)
         self._readers = _Readers()
+
+    def process(self, task: TileTask) -> list[tuple[tuple[str, int, int], TileTask | str]]:
+        ctx = task.context
+        status = ""
+        try:
+            write_edges(self._readers.get(ctx), task, self._scratch)
+        except Exception as exc:  # noqa: BLE001 - reported by the tile, then by its slide
+            self._readers.drop(ctx.slide_id)
+            record = failure(ctx, 0, task.col, task.row, exc, "reading a tile's borders")
+            status = f"{record.error_kind}\n{record.error_message}"
+        out: list[tuple[tuple[str, int, int], TileTask | str]] = [((ctx.slide_id, task.col, task.row), task)]
+        out.extend(((ctx.slide_id, col, row), status) for col, row in neighbours(task))
+        return out
+
+    def teardown(self) -> None:
+        self._readers.close_all()
+
+
+def _ready_task(item: tuple[tuple[str, int, int], Iterable[TileTask | str]]) -> Iterator[TileTask | TileRecord]:
+    """All neighbours have left their bands: the task, or a failed record when one could not."""
+    _key, values = item
+    task: TileTask | None = None
+    errors = []
+    for value in values:
+        if isinstance(value, TileTask):
+            task = value
+        elif value:
+            errors.append(value)
+    if task is None:
+        return
+    if errors:
+        kind, _, message = errors[0].partition("\n")
+        yield TileRecord(
+            task.context.slide_id,
+            0,
+            task.col,
+            task.row,
+            error_kind=kind,
+            error_message=message,
+            levels=task.context.level_count,
+        )
+    else:
+        yield task
+
+
+class _RedactTiles(beam.DoFn):
+    """TileTask -> TileRecord (level 0). Pixels go to scratch; failures become failed records.
+
+    A TileRecord input (a neighbour failed in phase one) passes through unchanged.
+    """
+
+    def __init__(self, scratch_root: str, edges: bool = False) -> None:
+        self._scratch_root = scratch_root
+        self._edges = edges
+
+    def setup(self) -> None:
+        self._scratch = make_scratch(self._scratch_root)
+        self._readers = _Readers()
         self._configs: dict[str, object] = {}
         self._tiles = Metrics.counter(METRICS_NAMESPACE, "wsi_tiles_level0")
 
-    def process(self, task: TileTask) -> list[TileRecord]:
-        from deid.wsi.tiles import failure, redaction_config
+    def process(self, task: TileTask | TileRecord) -> list[TileRecord]:
+        from deid.wsi.tiles import redaction_config
 
+        if isinstance(task, TileRecord):
+            return [task]
         ctx = task.context
         try:
             reader = self._readers.get(ctx)
@@ -353,7 +438,7 @@ class _RedactTiles(beam.DoFn):
                 config = self._configs[ctx.slide_id] = redaction_config(ctx)
         except Exception as exc:  # noqa: BLE001 - the slide fails in the writer, not the run
             return [failure(ctx, 0, task.col, task.row, exc, "opening the slide for a tile")]
-        record = redact_level0_tile(reader, task, self._scratch, config)
+        record = redact_level0_tile(reader, task, self._scratch, config, edges=self._edges)
         if record.failed:
             self._readers.drop(ctx.slide_id)
             self._configs.pop(ctx.slide_id, None)

@@ -31,6 +31,7 @@ from deid.wsi.tiles import (
     redact_level0_tile,
     tile_name,
     top_name,
+    write_edges,
 )
 
 MAX_PYRAMID_LEVELS = 16
@@ -181,6 +182,11 @@ def keep_associated(job: SlideJob, reader: SlideReader, settings: WsiSettings, s
     )
 
 
+def uses_edges(settings: WsiSettings) -> bool:
+    """Text detection needs overlapped windows; they are built from neighbours' border bands."""
+    return settings.redact_text != "off" and settings.tile_overlap > 0
+
+
 def tile_tasks(job: SlideJob) -> Iterator[TileTask]:
     level0 = job.levels[0]
     for row in range(level0.rows):
@@ -295,7 +301,11 @@ def run_local(
     try:
         job = plan_job(ref, pseudonym, pseudonym, (path,), reader.info, settings, regions)
         job = keep_associated(job, reader, settings, scratch)
-        records = [redact_level0_tile(reader, task, scratch) for task in tile_tasks(job)]
+        edges = uses_edges(settings)
+        if edges:
+            for task in tile_tasks(job):
+                write_edges(reader, task, scratch)
+        records = [redact_level0_tile(reader, task, scratch, edges=edges) for task in tile_tasks(job)]
         all_records = list(records)
         current = records
         for level in range(1, len(job.levels)):

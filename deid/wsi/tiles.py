@@ -197,16 +197,90 @@ def failure(ctx: TileContext, level: int, col: int, row: int, exc: BaseException
 
 
 def redact_level0_tile(
-    reader: SlideReader, task: TileTask, scratch: Scratch, config: object | None = None
+    reader: SlideReader, task: TileTask, scratch: Scratch, config: object | None = None, edges: bool = False
 ) -> TileRecord:
-    """Read the overlapped window, redact its core, store the results; failures become records."""
+    """Read the overlapped window, redact its core, store the results; failures become records.
+
+    `edges`: build the window from the neighbours' border bands left by `write_edges`.
+    """
     try:
-        return _redact_level0_tile(reader, task, scratch, config)
+        return _redact_level0_tile(reader, task, scratch, config, edges)
     except Exception as exc:  # noqa: BLE001 - one tile's failure fails its slide, not the run
         return failure(task.context, 0, task.col, task.row, exc, "redacting a tile")
 
 
-def _redact_level0_tile(reader: SlideReader, task: TileTask, scratch: Scratch, config: object | None) -> TileRecord:
+def edge_name(slide_id: str, col: int, row: int, side: str) -> str:
+    return f"{slide_id}/E/{col}_{row}_{side}.raw"
+
+
+def _edge_boxes(core: Box, overlap: int) -> dict[str, Box]:
+    """The bands of a tile's core its neighbours' windows reach into: top, bottom, left, right."""
+    oh, ow = min(overlap, core.height), min(overlap, core.width)
+    return {
+        "t": Box(core.x, core.y, core.width, oh),
+        "b": Box(core.x, core.y + core.height - oh, core.width, oh),
+        "l": Box(core.x, core.y, ow, core.height),
+        "r": Box(core.x + core.width - ow, core.y, ow, core.height),
+    }
+
+
+def write_edges(reader: SlideReader, task: TileTask, scratch: Scratch) -> None:
+    """Phase one of windowed redaction: decode the tile once and leave its border bands in scratch,
+    so each neighbour builds its overlapped window from bands instead of decoding nine tiles."""
+    ctx = task.context
+    core = ctx.grid.core(task.col, task.row)
+    pixels = reader.read_window(core, ctx.tile)
+    for side, box in _edge_boxes(core, ctx.overlap).items():
+        part = pixels[box.y - core.y : box.y - core.y + box.height, box.x - core.x : box.x - core.x + box.width]
+        scratch.put(edge_name(ctx.slide_id, task.col, task.row, side), pack_pixels(part))
+
+
+def neighbours(task: TileTask) -> list[tuple[int, int]]:
+    """The tiles (itself included) whose windows need this tile's border bands."""
+    level0 = task.context.grid.levels()[0]
+    return [
+        (c, r)
+        for r in range(task.row - 1, task.row + 2)
+        for c in range(task.col - 1, task.col + 2)
+        if 0 <= c < level0.cols and 0 <= r < level0.rows
+    ]
+
+
+def window_from_edges(reader: SlideReader, task: TileTask, scratch: Scratch) -> np.ndarray:
+    """The overlapped window: this tile decoded, the margins copied from the neighbours' bands."""
+    ctx = task.context
+    grid = ctx.grid
+    window_box = grid.window(task.col, task.row)
+    core = grid.core(task.col, task.row)
+    window = np.empty((window_box.height, window_box.width, 3), np.uint8)
+    window[
+        core.y - window_box.y : core.y - window_box.y + core.height,
+        core.x - window_box.x : core.x - window_box.x + core.width,
+    ] = reader.read_window(core, ctx.tile)
+    for col, row in neighbours(task):
+        dc, dr = col - task.col, row - task.row
+        if dc == 0 and dr == 0:
+            continue
+        other = grid.core(col, row)
+        need = intersect(other, window_box)
+        if need is None:
+            continue
+        side = ("t" if dr > 0 else "b") if dr else ("l" if dc > 0 else "r")
+        band_box = _edge_boxes(other, ctx.overlap)[side]
+        band = unpack_pixels(scratch.get(edge_name(ctx.slide_id, col, row, side)))
+        window[
+            need.y - window_box.y : need.y - window_box.y + need.height,
+            need.x - window_box.x : need.x - window_box.x + need.width,
+        ] = band[
+            need.y - band_box.y : need.y - band_box.y + need.height,
+            need.x - band_box.x : need.x - band_box.x + need.width,
+        ]
+    return window
+
+
+def _redact_level0_tile(
+    reader: SlideReader, task: TileTask, scratch: Scratch, config: object | None, edges: bool = False
+) -> TileRecord:
     ctx = task.context
     grid = ctx.grid
     levels = grid.levels()
@@ -215,11 +289,16 @@ def _redact_level0_tile(reader: SlideReader, task: TileTask, scratch: Scratch, c
     window_box = grid.window(task.col, task.row)
     changed = False
     boxes = 0
+    if ctx.redact_text == "off":
+        window_box = core  # user regions need no context: the engine cuts them to the core
     engine_needed = ctx.redact_text != "off" or any(intersect(r, window_box) for r in ctx.regions)
     if engine_needed:
         from deid.redaction.engine import redact_window
 
-        window = reader.read_window(window_box, ctx.tile)
+        if edges and window_box != core:
+            window = window_from_edges(reader, task, scratch)
+        else:
+            window = reader.read_window(window_box, ctx.tile)
         outcome = redact_window(window, (window_box.x, window_box.y), core, config or redaction_config(ctx))  # type: ignore[arg-type]
         pixels = np.asarray(outcome.pixels)
         changed = bool(outcome.changed)
