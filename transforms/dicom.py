@@ -8,8 +8,9 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from deid.classify import InputRef
-from deid.dicom.deidentify import deidentify, output_relpath, read_dicom, write_dicom
+from deid.dicom.deidentify import deidentify, mark_pixel_data_cleaned, output_relpath, read_dicom, write_dicom
 from deid.keys import DeidKey
+from deid.redaction.engine import RedactionConfig
 from deid.settings import RunSettings
 from transforms._io import read_all, write_atomically
 from transforms.common import DeidOutputs, ToDeadLetters, audit_ok, count_actions, load_run_key
@@ -17,9 +18,7 @@ from transforms.common import DeidOutputs, ToDeadLetters, audit_ok, count_action
 LINKAGE = "linkage"
 
 
-def _pixel_redaction_config(settings: RunSettings, ref: InputRef):  # type: ignore[no-untyped-def]
-    from deid.redaction.engine import RedactionConfig
-
+def _pixel_redaction_config(settings: RunSettings, ref: InputRef) -> RedactionConfig:
     return RedactionConfig(
         regions=settings.wsi.regions.for_input(ref.sha256),
         text_mode=settings.wsi.redact_text,
@@ -55,6 +54,9 @@ class _DeidentifyDicomFn(beam.DoFn):
             from deid.dicom.pixels import redact_dicom_pixels
 
             out, pixel_counts = redact_dicom_pixels(out, _pixel_redaction_config(settings, ref))
+            if settings.wsi.redact_text != "off":
+                # Only a text search over every frame justifies BurnedInAnnotation NO; user boxes alone do not.
+                mark_pixel_data_cleaned(out)
             actions.update({f"pixels_{k}": v for k, v in pixel_counts.items()})
             details["transfer_syntax"] = str(out.file_meta.TransferSyntaxUID)
         relpath = write_atomically(settings.output, output_relpath(out), write_dicom(out))
