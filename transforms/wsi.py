@@ -56,7 +56,14 @@ from deid.wsi.tiles import (
     redact_level0_tile,
     write_edges,
 )
-from transforms.common import METRICS_NAMESPACE, DeidOutputs, ToDeadLetters, audit_ok, count_actions, load_run_key
+from transforms.common import (
+    METRICS_NAMESPACE,
+    DeidOutputs,
+    ToDeadLetters,
+    audit_ok,
+    count_actions,
+    load_run_key,
+)
 
 _COPY_CHUNK = 8 * 1024 * 1024
 _RAW = CompressionTypes.UNCOMPRESSED
@@ -351,8 +358,6 @@ def check_limits_size(size: int, settings: RunSettings) -> None:
     from deid.errors import InputTooLargeError
 
     raise InputTooLargeError(f"the slide is {size} bytes, more than --max_file_bytes {settings.limits.max_file_bytes}")
-
-
 
 
 class _WriteEdges(beam.DoFn):
