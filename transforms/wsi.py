@@ -3,9 +3,9 @@
 Stages (all elements are small; pixels wait in scratch storage):
 
 1. DICOM-WSI files are grouped into slides by a keyed hash of their SeriesInstanceUID.
-2. `_PrepareSlide` (in a subprocess, so a native decoder crash dead-letters the slide instead of
-   killing the worker) opens the slide, checks limits, probes a few tiles, scrubs metadata and
-   handles label and macro. It emits a `SlideJob`.
+2. `_PrepareSlide` first probes the slide in a spawned process (`deid.wsi.probe`), so a native
+   decoder crash dead-letters the slide instead of killing the worker; then it opens the slide,
+   checks limits, scrubs metadata and handles label and macro. It emits a `SlideJob`.
 3. The job fans out into level-0 `TileTask`s, reshuffled over workers; `_RedactTiles` redacts each
    on its overlapped window and emits a `TileRecord`.
 4. For each further level, records are grouped by parent coordinate and `_BuildParents` makes the
@@ -44,8 +44,9 @@ from deid.wsi.job import (
     tile_tasks,
     uses_edges,
 )
+from deid.wsi.probe import probe_isolated
 from deid.wsi.scratch import LocalScratch, Scratch
-from deid.wsi.source import SlideReader, check_limits, probe
+from deid.wsi.source import SlideReader, check_limits
 from deid.wsi.tiles import (
     TileContext,
     TileRecord,
@@ -98,7 +99,7 @@ class DeidentifyWsi(beam.PTransform):
 
         prepared_good, prepared_bad = units | "PrepareSlide" >> beam.ParDo(
             _PrepareSlide(settings, scratch_root)
-        ).with_exception_handling(use_subprocess=True)
+        ).with_exception_handling()
         jobs = prepared_good
         contexts = beam.pvalue.AsDict(jobs | "Contexts" >> beam.Map(lambda job: (job.slide_id, job.context)))
 
@@ -305,7 +306,11 @@ class _KeyDicomSeries(beam.DoFn):
 
 
 class _PrepareSlide(beam.DoFn):
-    """SlideUnit -> SlideJob. Runs in a subprocess: opening and probing a slide exercise native decoders."""
+    """SlideUnit -> SlideJob. Opening and probing exercise native decoders: a spawned probe goes first.
+
+    Not Beam's `use_subprocess`: that forks the worker, which hosts gRPC threads, and under the
+    multi-processing DirectRunner (and any gRPC SDK harness) the forked child dies.
+    """
 
     def __init__(self, settings: RunSettings, scratch_root: str) -> None:
         self._settings = settings
@@ -329,6 +334,7 @@ class _PrepareSlide(beam.DoFn):
         pseudonym = self._key.pseudonym("wsi", ref.sha256)
         slide_id = f"{pseudonym}-{self._key.pseudonym('wsi-scratch', ref.path, 8)}"
         try:
+            probe_isolated(path, settings.wsi.tile_size)
             reader = SlideReader(path)
             check_limits(reader.info, ref.size, settings.limits)
             job = plan_job(
@@ -340,7 +346,6 @@ class _PrepareSlide(beam.DoFn):
                 settings.wsi,
                 settings.wsi.regions.for_input(ref.sha256),
             )
-            probe(reader, job.context.tile)
             job = keep_associated(job, reader, settings.wsi, self._scratch)
         except BaseException:
             self._scratch.delete_prefix(slide_id)
