@@ -12,13 +12,14 @@ the output byte for byte when no redaction touches them.
 from __future__ import annotations
 
 import os
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from deid.errors import InputTooLargeError, SlideReadError, UnsupportedFormatError
+from deid.errors import InputTooLargeError, InvalidInputError, SlideReadError, UnsupportedFormatError
 from deid.settings import Box, Limits
 from deid.wsi import jpeg
 from deid.wsi.metadata import TIFF_TEXT_TAGS, SlideMetadata, scrub
@@ -76,6 +77,69 @@ class SlideInfo:
         return None
 
 
+# Declared sizes a real slide never exceeds. OpenSlide allocates a tile or strip buffer from the
+# declared geometry before reading a byte, and GLib aborts the whole process when that fails, so
+# these are checked from the TIFF header first.
+MAX_TIFF_SIDE = 1 << 20
+MAX_TIFF_TILE_SIDE = 16384
+MAX_TIFF_BUFFER_BYTES = 256 * 1024 * 1024
+MAX_TIFF_PAGES = 4096
+
+
+def check_tiff_geometry(path: str) -> None:
+    """Refuse TIFF pages whose declared tile, strip or image size would force a hostile allocation."""
+    import tifffile
+
+    with open(path, "rb") as handle:
+        if handle.read(4) not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            return
+    try:
+        tiff = tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, ValueError, OSError, struct.error, IndexError, KeyError, MemoryError):
+        return  # not parsable as TIFF here: OpenSlide will refuse it with its own error
+    with tiff:
+        for index, page in enumerate(tiff_pages(tiff)):
+            tags = page.tags
+            value = _tag_reader(tags)
+            width, length = value(256), value(257)
+            samples, bits = value(277, 1), value(258, 8)
+            if width > MAX_TIFF_SIDE or length > MAX_TIFF_SIDE:
+                raise InputTooLargeError(
+                    f"TIFF page {index} declares {width} x {length} pixels, more than {MAX_TIFF_SIDE} per side; "
+                    "the file is damaged or not a slide"
+                )
+            if 322 in tags or 323 in tags:
+                tile_w, tile_h = value(322), value(323)
+                if not (0 < tile_w <= MAX_TIFF_TILE_SIDE and 0 < tile_h <= MAX_TIFF_TILE_SIDE):
+                    raise InvalidInputError(
+                        f"TIFF page {index} declares {tile_w} x {tile_h} tiles; tiles must be 1 to "
+                        f"{MAX_TIFF_TILE_SIDE} pixels a side: the file is damaged"
+                    )
+                buffer = tile_w * tile_h * samples * max(bits, 8) // 8
+            else:
+                rows = min(value(278, length) or length, length)
+                buffer = width * rows * samples * max(bits, 8) // 8
+            if buffer > MAX_TIFF_BUFFER_BYTES:
+                raise InputTooLargeError(
+                    f"TIFF page {index} needs a {buffer}-byte buffer per tile or strip, more than "
+                    f"{MAX_TIFF_BUFFER_BYTES}; the file is damaged or hostile"
+                )
+
+
+def tiff_pages(tiff: Any) -> list[Any]:
+    """The pages of a TiffFile by index: tifffile's page iterator loops forever on a circular IFD chain."""
+    return [tiff.pages[index] for index in range(min(len(tiff.pages), MAX_TIFF_PAGES))]
+
+
+def _tag_reader(tags: Any) -> Any:
+    def value(code: int, default: int = 0) -> int:
+        tag = tags.get(code)
+        raw = tag.value if tag is not None else default
+        return int(raw[0] if isinstance(raw, tuple) else raw)
+
+    return value
+
+
 class SlideReader:
     """An open slide. Not thread-safe; one per DoFn instance (and per slide)."""
 
@@ -83,6 +147,7 @@ class SlideReader:
         import openslide
 
         self.path = path
+        check_tiff_geometry(path)
         try:
             self._slide: openslide.OpenSlide | None = openslide.OpenSlide(path)
         except openslide.OpenSlideUnsupportedFormatError:
@@ -131,14 +196,14 @@ class SlideReader:
         except Exception:  # noqa: BLE001 - not a TIFF (DICOM, MIRAX): no raw path
             return (), 0
         text_tags = 0
-        for page in tiff.pages:
+        for page in tiff_pages(tiff):
             tags = page.tags  # type: ignore[union-attr]
             text_tags += sum(1 for name in TIFF_TEXT_TAGS if name in tags)
             text_tags += sum(1 for code in (700, 33723, 34377) if code in tags)  # XMP, IPTC, Photoshop
         if not use_raw:
             tiff.close()
             return (), text_tags
-        tiled = [i for i, page in enumerate(tiff.pages) if page.is_tiled]  # type: ignore[union-attr]
+        tiled = [i for i, page in enumerate(tiff_pages(tiff)) if page.is_tiled]
         file_size = os.path.getsize(self.path)
         levels: list[RawLevel] = []
         width0, height0 = slide.dimensions

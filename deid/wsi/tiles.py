@@ -7,7 +7,7 @@ is copied from the input byte for byte, its JPEG stream for the writer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import cv2
@@ -42,7 +42,7 @@ class TileContext:
     """Everything a tile worker needs about its slide (no metadata, no associated images)."""
 
     slide_id: str
-    source_paths: tuple[str, ...]
+    source_paths: tuple[str, ...] = field(repr=False)  # input paths can carry PHI; Beam logs reprs
     width: int
     height: int
     tile: int
