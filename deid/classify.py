@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Kind = Literal["dicom", "wsi", "unknown"]
@@ -28,14 +28,15 @@ class InputRef:
     Small enough to be a PCollection element: no pixel or file bytes.
     """
 
-    path: str
+    # repr=False: Beam logs elements at DEBUG, and an input path can carry PHI.
+    path: str = field(repr=False)
     size: int
     sha256: str
     kind: Kind
     # 'tiff', 'dicom-wsi', 'mrxs' for slides; 'dicom' for DICOM; '' for unknown.
     subtype: str = ""
     # DICOM-WSI and MIRAX units span several files: the other files of the unit.
-    companions: tuple[str, ...] = ()
+    companions: tuple[str, ...] = field(default=(), repr=False)
     # For DICOM-WSI: a key grouping the files of one slide (a keyed hash, never the raw UID).
     group_key: str = ""
 
