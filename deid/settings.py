@@ -193,6 +193,10 @@ class RunSettings:
     linkage: bool = False
     scratch_location: str | None = None
     key_file: str | None = None
+    # The --input directory (None for a glob): path components below it are harvested for the leak check.
+    input_root: str | None = None
+    # --qa_report: branches emit QaEntry thumbnails to the "qa" output.
+    qa_report: bool = False
 
     def __post_init__(self) -> None:
         if not self.key_token and not self.key_file:

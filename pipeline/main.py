@@ -106,6 +106,8 @@ def settings_from_options(options: DeidOptions, key: DeidKey) -> RunSettings:
         limits=Limits(max_pixels=options.max_pixels, max_file_bytes=options.max_file_bytes),
         linkage=bool(options.linkage_output),
         scratch_location=scratch,
+        input_root=None if not options.input or any(ch in options.input for ch in "*?[") else options.input,
+        qa_report=options.qa_report,
     )
 
 
