@@ -148,6 +148,12 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
 
     _ = audit | "WriteAudit" >> WriteJsonLines(settings.output, "audit")
     _ = all_dead | "WriteDeadLetters" >> WriteJsonLines(settings.output, "dead_letter")
+    if settings.qa_report:
+        from transforms.qa import WriteQaReport
+
+        entries = [b.qa for b in branches if b.qa is not None] or [p | "NoQaEntries" >> beam.Create([])]
+        qa = entries | "AllQaEntries" >> beam.Flatten()
+        _ = (audit, qa) | "WriteQaReport" >> WriteQaReport(settings.output)
     if deid_options.linkage_output:
         linkage = [b.linkage for b in branches] | "AllLinkage" >> beam.Flatten()
         _ = linkage | "WriteLinkage" >> WriteLinkage(deid_options.linkage_output)

@@ -25,11 +25,13 @@ class DeidOutputs(NamedTuple):
     dead_letters: PCollection[DeadLetterRecord] for inputs that failed.
     linkage: PCollection[tuple[str, str, str]] of (table, id_old, id_new), table being
         'uid' or 'patient_id'; empty unless --linkage_output was given.
+    qa: PCollection[QaEntry] for --qa_report, or None for a branch that makes no thumbnails.
     """
 
     audit: beam.PCollection
     dead_letters: beam.PCollection
     linkage: beam.PCollection
+    qa: beam.PCollection | None = None
 
 
 def count_actions(actions: dict[str, int]) -> None:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from deid.classify import InputRef
 from deid.dicom.deidentify import deidentify, mark_pixel_data_cleaned, output_relpath, read_dicom, write_dicom
+from deid.errors import LeakDetectedError
 from deid.keys import DeidKey
+from deid.qa.report import QaEntry, after_thumbnail, before_thumbnail, first_frame
 from deid.redaction.engine import RedactionConfig
 from deid.settings import RunSettings
+from deid.verify.leaks import harvest_dicom, harvest_path, quarantine_relpath, scan_output, summarize
 from transforms._io import read_all, write_atomically
-from transforms.common import DeidOutputs, ToDeadLetters, audit_ok, count_actions, load_run_key
+from transforms.common import METRICS_NAMESPACE, DeidOutputs, ToDeadLetters, audit_ok, count_actions, load_run_key
+from transforms.qa import QA_TAG
 
 LINKAGE = "linkage"
 
@@ -43,9 +49,14 @@ class _DeidentifyDicomFn(beam.DoFn):
     def process(self, ref: InputRef) -> Iterable[object]:
         assert self._key is not None
         settings = self._settings
+        clock = _StageClock()
         data = read_all(ref.path, settings.limits.max_file_bytes)
         dataset = read_dicom(data, settings.limits)
         del data
+        # Identifying values stay in this worker's memory; they are only used to search the output.
+        values = harvest_dicom(dataset, settings.profile) | harvest_path(ref.path, settings.input_root)
+        before = before_thumbnail_of(dataset) if settings.qa_report else None
+        clock.lap("read")
         result = deidentify(dataset, settings.profile, self._key)
         actions = dict(result.actions)
         details: dict[str, object] = {}
@@ -59,14 +70,55 @@ class _DeidentifyDicomFn(beam.DoFn):
                 mark_pixel_data_cleaned(out)
             actions.update({f"pixels_{k}": v for k, v in pixel_counts.items()})
             details["transfer_syntax"] = str(out.file_meta.TransferSyntaxUID)
-        relpath = write_atomically(settings.output, output_relpath(out), write_dicom(out))
+        payload = write_dicom(out)
+        relpath = output_relpath(out)
+        clock.lap("deidentify")
+        hits = scan_output(payload, relpath, values | result.phi_values)
+        clock.lap("verify")
+        if hits:
+            write_atomically(settings.output, quarantine_relpath(ref.sha256, relpath), payload)
+            Metrics.counter(METRICS_NAMESPACE, "outputs_quarantined").inc()
+            raise LeakDetectedError(summarize(hits))
+        write_atomically(settings.output, relpath, payload)
+        clock.lap("write")
         count_actions(actions)
         if settings.linkage:
             for old, new in result.uid_map:
                 yield TaggedOutput(LINKAGE, ("uid", old, new))
             for old, new in result.patient_id_map:
                 yield TaggedOutput(LINKAGE, ("patient_id", old, new))
+        if settings.qa_report:
+            frame = first_frame(out)
+            yield TaggedOutput(
+                QA_TAG,
+                QaEntry(
+                    input_sha256=ref.sha256,
+                    kind="dicom",
+                    before_png=before,
+                    after_png=after_thumbnail(frame) if frame is not None else None,
+                    boxes=actions.get("pixels_boxes_redacted", 0),
+                    stage_seconds=clock.seconds,
+                ),
+            )
         yield audit_ok(ref, [relpath], actions, **details)
+
+
+class _StageClock:
+    """Wall time per stage of one element, for the QA report's chart (never written to the audit)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
+
+
+def before_thumbnail_of(dataset: object) -> bytes | None:
+    frame = first_frame(dataset)
+    return before_thumbnail(frame) if frame is not None else None
 
 
 class DeidentifyDicom(beam.PTransform):
@@ -78,10 +130,11 @@ class DeidentifyDicom(beam.PTransform):
 
     def expand(self, refs: beam.PCollection) -> DeidOutputs:
         results = refs | "Deidentify" >> beam.ParDo(_DeidentifyDicomFn(self._settings)).with_outputs(
-            LINKAGE, main="audit"
+            LINKAGE, QA_TAG, main="audit"
         ).with_exception_handling(main_tag="audit", dead_letter_tag="failed")
         return DeidOutputs(
             audit=results["audit"],
             dead_letters=results["failed"] | "DeadLetters" >> ToDeadLetters(),
             linkage=results[LINKAGE],
+            qa=results[QA_TAG],
         )
