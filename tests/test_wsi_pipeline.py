@@ -32,9 +32,13 @@ def ref_for(path: Path, subtype: str = "tiff", companions: tuple[str, ...] = ())
     return InputRef(str(path), len(data), hashlib.sha256(data).hexdigest(), "wsi", subtype, companions=companions)
 
 
-def run(refs: list[InputRef], out: Path, tmp: Path, **wsi: object) -> tuple[list, list]:
+def run(refs: list[InputRef], out: Path, tmp: Path, input_root: str | None = None, **wsi: object) -> tuple[list, list]:
     settings = RunSettings(
-        output=str(out), key_token=KEY.to_token(), wsi=WsiSettings(**wsi), scratch_location=str(tmp / "scratch")
+        output=str(out),
+        key_token=KEY.to_token(),
+        wsi=WsiSettings(**wsi),  # type: ignore[arg-type]
+        scratch_location=str(tmp / "scratch"),
+        input_root=input_root,
     )
     audits: list = []
     dead: list = []
@@ -172,3 +176,25 @@ def test_dicom_wsi_unit_and_shared_fixtures(tmp_path: Path) -> None:
     blob = all_output_bytes(tmp_path / "out")
     for phi in (b"CPAPERIOCS", b"b414003d-95c6", b"Filename = CMU-1", b"PixelMed", b"Bangor"):
         assert phi not in blob
+
+
+def test_a_leaking_slide_is_quarantined_and_dead_lettered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer is made to keep a description field: the leak check catches it before publishing."""
+    from deid.wsi import tiff_writer
+
+    real = tiff_writer.aperio_level0_description
+    monkeypatch.setattr(
+        tiff_writer, "aperio_level0_description", lambda *a: real(*a) + f"|User = {wsi_factory.PHI_USER}"
+    )
+    src = tmp_path / "in" / "a.svs"
+    src.parent.mkdir()
+    wsi_factory.write_aperio_svs(src, width=512, height=512, tile=256, text_corner=None, label=False, macro=False)
+    ref = ref_for(src)
+    out = tmp_path / "out"
+    audits, dead = run([ref], out, tmp_path, input_root=str(tmp_path / "in"))
+    assert audits == []
+    (record,) = dead
+    assert record["error_kind"] == "leak" and record["input_sha256"] == ref.sha256
+    assert wsi_factory.PHI_USER not in json.dumps(record)
+    assert not (out / "wsi").exists() or not [p for p in (out / "wsi").rglob("*") if p.is_file()]
+    assert [p.name for p in (out / "quarantine" / ref.sha256).iterdir()] == ["0.svs"]

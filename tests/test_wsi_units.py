@@ -162,7 +162,7 @@ def _local(tmp_path: Path, src: Path, **wsi: object) -> tuple[list[str], dict[st
         ref,
         str(src),
         "PSEUDO",
-        WsiSettings(**wsi),
+        WsiSettings(**wsi),  # type: ignore[arg-type]
         (),
         LocalScratch(str(tmp_path / "scr")),
         str(out),
@@ -264,3 +264,111 @@ def test_prepare_rejects_too_large(tmp_path: Path) -> None:
     with pytest.raises(InputTooLargeError) as info:
         list(prepare.process(SlideUnit.single(ref)))
     assert "a.svs" not in str(info.value)
+
+
+# -- leak check in the write DoFn ------------------------------------------------------------------------
+
+
+def _write_slide_dofns(src: Path, settings: RunSettings, root: str) -> list:  # type: ignore[type-arg]
+    """Prepare, redact, build parents and write one slide through the DoFns; the writer's outputs."""
+    from transforms.wsi import _BuildParents, _PrepareSlide, _RedactTiles, _WriteSlide
+
+    ref = InputRef(str(src), src.stat().st_size, "ef" * 32, "wsi", "tiff")
+    prepare = _PrepareSlide(settings, root)
+    prepare.setup()
+    (job,) = list(prepare.process(SlideUnit.single(ref)))
+    from deid.wsi.job import tile_tasks
+
+    redact = _RedactTiles(root)
+    redact.setup()
+    records: list[TileRecord] = []
+    for task in tile_tasks(job):
+        records.extend(redact.process(task))
+    redact.teardown()
+    parents = _BuildParents(root, 1)
+    parents.setup()
+    by_parent: dict[tuple[int, int], list[TileRecord]] = {}
+    for record in records:
+        by_parent.setdefault((record.col // 2, record.row // 2), []).append(record)
+    tops = [
+        t
+        for (c, r), children in by_parent.items()
+        for t in parents.process(((job.slide_id, c, r), children), {job.slide_id: job.context})
+    ]
+    writer = _WriteSlide(settings, root)
+    writer.setup()
+    return list(writer.process((job, [*records, *tops])))
+
+
+def test_a_leaking_output_is_quarantined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that kept a description field: the output goes to quarantine/, the slide fails 'leak'."""
+    from deid.errors import LeakDetectedError
+    from deid.wsi import tiff_writer
+
+    real = tiff_writer.aperio_level0_description
+    monkeypatch.setattr(
+        tiff_writer,
+        "aperio_level0_description",
+        lambda *a: real(*a) + f"|Filename = {wsi_factory.PHI_FILENAME}",
+    )
+    src = tmp_path / "in" / "slide-0001.svs"
+    src.parent.mkdir()
+    wsi_factory.write_aperio_svs(src, 512, 512, 256, text_corner=None, label=False, macro=False)
+    out = tmp_path / "out"
+    settings = RunSettings(
+        output=str(out), key_token=KEY.to_token(), wsi=WsiSettings(), input_root=str(tmp_path / "in")
+    )
+    with pytest.raises(LeakDetectedError) as caught:
+        _write_slide_dofns(src, settings, str(tmp_path / "scr"))
+    assert caught.value.error_kind == "leak"
+    message = str(caught.value)
+    assert "ImageDescription" in message and "quarantined" in message
+    for phi in wsi_factory.PHI_STRINGS:
+        assert phi not in message
+    assert not (out / "wsi").exists() or not list((out / "wsi").rglob("*"))
+    quarantined = list((out / "quarantine").rglob("*"))
+    assert [p.relative_to(out).as_posix() for p in quarantined if p.is_file()] == [f"quarantine/{'ef' * 32}/0.svs"]
+    assert not [p for p in out.rglob(".tmp-*")]
+    assert not list((tmp_path / "scr").rglob("*.jpg")), "scratch not cleaned"
+
+
+def test_a_path_component_in_the_output_is_a_leak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Values below --input (folder and file names) are searched too, here in a kept description."""
+    from deid.errors import LeakDetectedError
+    from deid.wsi import tiff_writer
+
+    real = tiff_writer.aperio_level0_description
+    monkeypatch.setattr(tiff_writer, "aperio_level0_description", lambda *a: real(*a) + "|Case = Ward7Smith")
+    src = tmp_path / "in" / "Ward7Smith" / "a.svs"
+    src.parent.mkdir(parents=True)
+    wsi_factory.write_aperio_svs(src, 512, 256, 256, text_corner=None, label=False, macro=False)
+    settings = RunSettings(output=str(tmp_path / "out"), key_token=KEY.to_token(), input_root=str(tmp_path / "in"))
+    with pytest.raises(LeakDetectedError, match="path"):
+        _write_slide_dofns(src, settings, str(tmp_path / "scr"))
+
+
+def test_a_normal_slide_passes_the_leak_check(tmp_path: Path) -> None:
+    src = tmp_path / "in" / wsi_factory.PHI_FILENAME / f"{wsi_factory.PHI_FILENAME}.svs"
+    src.parent.mkdir(parents=True)
+    wsi_factory.write_aperio_svs(src, 512, 512, 256, text_corner=None, label=True, macro=True)
+    out = tmp_path / "out"
+    settings = RunSettings(
+        output=str(out), key_token=KEY.to_token(), wsi=WsiSettings(label="blank"), input_root=str(tmp_path / "in")
+    )
+    (audit,) = _write_slide_dofns(src, settings, str(tmp_path / "scr"))
+    assert (out / audit.outputs[0]).exists()
+    assert not (out / "quarantine").exists()
+
+
+def test_harvest_slide_values(tmp_path: Path) -> None:
+    from deid.wsi.leakcheck import harvest_slide
+
+    src = tmp_path / "in" / "Aperio-0001.svs"
+    src.parent.mkdir()
+    wsi_factory.write_aperio_svs(src, 512, 256, 256, text_corner=None, label=False, macro=False)
+    values = harvest_slide([str(src)], "tiff", str(tmp_path / "in"))
+    texts = {v.text for v in values}
+    assert wsi_factory.PHI_FILENAME in texts and wsi_factory.PHI_USER in texts
+    assert "Aperio" not in texts  # a word every Aperio output carries is not expected gone
+    assert "Aperio-0001" in texts
+    assert all(wsi_factory.PHI_USER not in repr(v) for v in values)

@@ -11,7 +11,10 @@ Stages (all elements are small; pixels wait in scratch storage):
 4. For each further level, records are grouped by parent coordinate and `_BuildParents` makes the
    parent tile from its 2x2 children (a fixed number of stages; slides with fewer levels just stop).
 5. `_WriteSlide` joins a job with all its records, streams the TIFF and/or DICOM output to a local
-   file, copies it under OUTPUT with a temporary name, renames it, and emits the audit record.
+   file, re-harvests the input's identifying values (tags and path only) and searches every staged
+   output for them (`deid.wsi.leakcheck`), then copies each output under OUTPUT with a temporary
+   name, renames it, and emits the audit record. On a hit the outputs go to OUTPUT/quarantine/
+   instead and the slide becomes a dead letter with error_kind "leak".
 """
 
 from __future__ import annotations
@@ -97,9 +100,9 @@ class DeidentifyWsi(beam.PTransform):
         single_units = single | "FileToUnit" >> beam.Map(SlideUnit.single)
         units = (grouped_units, single_units) | "Units" >> beam.Flatten()
 
-        prepared_good, prepared_bad = units | "PrepareSlide" >> beam.ParDo(
-            _PrepareSlide(settings, scratch_root)
-        ).with_exception_handling()
+        prepared_good, prepared_bad = (
+            units | "PrepareSlide" >> beam.ParDo(_PrepareSlide(settings, scratch_root)).with_exception_handling()
+        )
         jobs = prepared_good
         contexts = beam.pvalue.AsDict(jobs | "Contexts" >> beam.Map(lambda job: (job.slide_id, job.context)))
 
@@ -512,6 +515,7 @@ class _WriteSlide(beam.DoFn):
                 local_out,
                 lambda purpose: self._key.uid(f"wsi:{sha}:{purpose}"),
             )
+            self._check_leaks(job, local_out, outputs)
             publish(local_out, outputs, settings.output)
         finally:
             if reader is not None:
@@ -532,11 +536,48 @@ class _WriteSlide(beam.DoFn):
             height=job.metadata.height,
         )
 
+    def _check_leaks(self, job: SlideJob, local_out: str, outputs: list[str]) -> None:
+        """Search the staged outputs for the input's identifying values (re-harvested here, so they
+        never cross a stage); on a hit publish them under quarantine/ and fail the slide."""
+        from deid.errors import LeakDetectedError
+        from deid.verify.leaks import quarantine_relpath, summarize
+        from deid.wsi.leakcheck import harvest_slide, scan_outputs
 
-def publish(local_root: str, relative_paths: Iterable[str], output: str) -> None:
-    """Copy each local file to OUTPUT/<relative> under a temporary name, then rename it into place."""
-    for relative in relative_paths:
-        final = FileSystems.join(output, *relative.split("/"))
+        settings = self._settings
+        values = harvest_slide(
+            job.context.source_paths, job.context.subtype, settings.input_root, settings.profile, _open_input
+        )
+        hits = scan_outputs(local_out, outputs, values)
+        del values
+        if not hits:
+            return
+        moved = [quarantine_relpath(job.ref.sha256, relative, index) for index, relative in enumerate(outputs)]
+        publish(local_out, outputs, settings.output, moved)
+        # An earlier run with the same key may have published these names: never leave them in wsi/.
+        for relative in outputs:
+            final = FileSystems.join(settings.output, *relative.split("/"))
+            with contextlib.suppress(Exception):
+                if FileSystems.exists(final):
+                    FileSystems.delete([final])
+        Metrics.counter(METRICS_NAMESPACE, "wsi_outputs_quarantined").inc(len(moved))
+        raise LeakDetectedError(summarize(hits))
+
+
+def _open_input(path: str) -> Any:
+    return FileSystems.open(path, compression_type=_RAW)
+
+
+def publish(
+    local_root: str, relative_paths: Iterable[str], output: str, destinations: Iterable[str] | None = None
+) -> None:
+    """Copy each local file to OUTPUT/<relative> under a temporary name, then rename it into place.
+
+    `destinations`: other relative paths under OUTPUT, one per file (quarantine).
+    """
+    sources = list(relative_paths)
+    targets = list(destinations) if destinations is not None else sources
+    for relative, target in zip(sources, targets, strict=True):
+        final = FileSystems.join(output, *target.split("/"))
         directory, name = posixpath.split(final) if "://" in final else os.path.split(final)
         temporary = FileSystems.join(directory, f".tmp-{uuid.uuid4().hex[:12]}-{name}")
         if "://" not in final:
