@@ -32,13 +32,21 @@ def ref_for(path: Path, subtype: str = "tiff", companions: tuple[str, ...] = ())
     return InputRef(str(path), len(data), hashlib.sha256(data).hexdigest(), "wsi", subtype, companions=companions)
 
 
-def run(refs: list[InputRef], out: Path, tmp: Path, input_root: str | None = None, **wsi: object) -> tuple[list, list]:
+def run(
+    refs: list[InputRef],
+    out: Path,
+    tmp: Path,
+    input_root: str | None = None,
+    qa_report: bool = False,
+    **wsi: object,
+) -> tuple[list, list]:
     settings = RunSettings(
         output=str(out),
         key_token=KEY.to_token(),
         wsi=WsiSettings(**wsi),  # type: ignore[arg-type]
         scratch_location=str(tmp / "scratch"),
         input_root=input_root,
+        qa_report=qa_report,
     )
     audits: list = []
     dead: list = []
@@ -47,11 +55,40 @@ def run(refs: list[InputRef], out: Path, tmp: Path, input_root: str | None = Non
         outputs.audit | "A" >> beam.Map(lambda r: r.to_json()) | "WA" >> beam.io.WriteToText(str(tmp / "audit"))
         outputs.dead_letters | "D" >> beam.Map(lambda r: r.to_json()) | "WD" >> beam.io.WriteToText(str(tmp / "dead"))
         assert_that(outputs.linkage, equal_to([]), label="NoLinkage")
+        if qa_report:
+            assert outputs.qa is not None
+            outputs.qa | "Q" >> beam.Map(_qa_json) | "WQ" >> beam.io.WriteToText(str(tmp / "qa"))
+        else:
+            assert outputs.qa is None
     for prefix, into in (("audit", audits), ("dead", dead)):
         for name in os.listdir(tmp):
             if name.startswith(prefix):
                 into.extend(json.loads(line) for line in (tmp / name).read_text().splitlines() if line)
     return audits, dead
+
+
+def _qa_json(entry: object) -> str:
+    import cv2
+
+    from deid.qa.report import QaEntry
+
+    assert isinstance(entry, QaEntry)
+    decoded = [
+        cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR) is not None
+        for png in (entry.before_png, entry.after_png)
+        if png
+    ]
+    return json.dumps({"sha": entry.input_sha256, "pngs": decoded, "label": entry.label, "boxes": entry.boxes})
+
+
+def read_qa(tmp: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [
+        json.loads(line)
+        for name in os.listdir(tmp)
+        if name.startswith("qa")
+        for line in (tmp / name).read_text().splitlines()
+        if line
+    ]
 
 
 def all_output_bytes(out: Path) -> bytes:
@@ -115,8 +152,10 @@ def test_generic_tiff_regions_and_dicom_output(tmp_path: Path) -> None:
     region = Box(100, 100, 200, 120)
     out = tmp_path / "out"
     regions = RedactRegions(by_input=((ref.sha256, (region,)),))
-    audits, dead = run([ref], out, tmp_path, regions=regions, output_format="both")
+    audits, dead = run([ref], out, tmp_path, qa_report=True, regions=regions, output_format="both")
     assert dead == []
+    (entry,) = read_qa(tmp_path)
+    assert entry == {"sha": ref.sha256, "pngs": [True, True], "label": "absent", "boxes": 2}
     (audit,) = audits
     pseudonym = KEY.pseudonym("wsi", ref.sha256)
     assert audit["outputs"][0] == f"wsi/{pseudonym}.tiff"
@@ -148,8 +187,9 @@ def test_bad_slides_go_to_dead_letter(tmp_path: Path) -> None:
     for name in ("openslide-fixture-unopenable.tiff", "openslide-fixture-unreadable.svs"):
         if (SHARED / name).exists():
             refs.append(ref_for(SHARED / name))
-    audits, dead = run(refs, tmp_path / "out", tmp_path)
+    audits, dead = run(refs, tmp_path / "out", tmp_path, qa_report=True)
     assert audits == []
+    assert read_qa(tmp_path) == []  # no entry for a dead letter
     assert sorted(d["input_sha256"] for d in dead) == sorted(r.sha256 for r in refs)
     assert all(d["kind"] == "wsi" for d in dead)
     for record in dead:

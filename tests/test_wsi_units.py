@@ -13,6 +13,7 @@ import wsi_factory
 
 from deid.classify import InputRef
 from deid.keys import DeidKey
+from deid.records import AuditRecord
 from deid.settings import Box, RunSettings, WsiSettings
 from deid.wsi import jpeg
 from deid.wsi.grid import TileGrid, children_of, level_count
@@ -245,6 +246,7 @@ def test_dofns_one_by_one(tmp_path: Path) -> None:
     writer = _WriteSlide(settings, root)
     writer.setup()
     (audit,) = list(writer.process((job, [*records, top])))
+    assert isinstance(audit, AuditRecord)
     assert audit.outputs == (f"wsi/{KEY.pseudonym('wsi', ref.sha256)}.svs",)
     assert (tmp_path / "out" / audit.outputs[0]).exists()
     assert audit.actions["tiles_passthrough"] == 4 and audit.actions["tiles_reencoded"] == 1
@@ -285,19 +287,23 @@ def _write_slide_dofns(src: Path, settings: RunSettings, root: str) -> list:  # 
     for task in tile_tasks(job):
         records.extend(redact.process(task))
     redact.teardown()
-    parents = _BuildParents(root, 1)
-    parents.setup()
-    by_parent: dict[tuple[int, int], list[TileRecord]] = {}
-    for record in records:
-        by_parent.setdefault((record.col // 2, record.row // 2), []).append(record)
-    tops = [
-        t
-        for (c, r), children in by_parent.items()
-        for t in parents.process(((job.slide_id, c, r), children), {job.slide_id: job.context})
-    ]
+    all_records = list(records)
+    current = records
+    for level in range(1, len(job.levels)):
+        parents = _BuildParents(root, level)
+        parents.setup()
+        by_parent: dict[tuple[int, int], list[TileRecord]] = {}
+        for record in current:
+            by_parent.setdefault((record.col // 2, record.row // 2), []).append(record)
+        current = [
+            t
+            for (c, r), children in by_parent.items()
+            for t in parents.process(((job.slide_id, c, r), children), {job.slide_id: job.context})
+        ]
+        all_records += current
     writer = _WriteSlide(settings, root)
     writer.setup()
-    return list(writer.process((job, [*records, *tops])))
+    return list(writer.process((job, all_records)))
 
 
 def test_a_leaking_output_is_quarantined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -355,9 +361,47 @@ def test_a_normal_slide_passes_the_leak_check(tmp_path: Path) -> None:
     settings = RunSettings(
         output=str(out), key_token=KEY.to_token(), wsi=WsiSettings(label="blank"), input_root=str(tmp_path / "in")
     )
-    (audit,) = _write_slide_dofns(src, settings, str(tmp_path / "scr"))
+    (audit,) = _write_slide_dofns(src, settings, str(tmp_path / "scr"))  # no QA entry without --qa_report
     assert (out / audit.outputs[0]).exists()
     assert not (out / "quarantine").exists()
+
+
+def test_qa_entry_with_decodable_thumbnails(tmp_path: Path) -> None:
+    import cv2
+    from apache_beam.pvalue import TaggedOutput
+
+    from deid.qa.report import BEFORE_MAX_SIDE, QaEntry
+    from transforms.qa import QA_TAG
+
+    src = tmp_path / "in" / "a.svs"
+    src.parent.mkdir()
+    wsi_factory.write_aperio_svs(src, 768, 512, 256, text_corner=(256, 256))
+    settings = RunSettings(
+        output=str(tmp_path / "out"),
+        key_token=KEY.to_token(),
+        wsi=WsiSettings(redact_text="detect", label="blank"),
+        qa_report=True,
+    )
+    audit, tagged = _write_slide_dofns(src, settings, str(tmp_path / "scr"))
+    assert isinstance(audit, AuditRecord)
+    assert isinstance(tagged, TaggedOutput) and tagged.tag == QA_TAG
+    entry = tagged.value
+    assert isinstance(entry, QaEntry)
+    assert entry.kind == "wsi" and entry.input_sha256 == audit.input_sha256
+    assert (entry.label, entry.macro) == ("blanked", "blanked")
+    assert entry.boxes == audit.actions["boxes_redacted"] >= 1
+    assert entry.tiles_passthrough == audit.actions["tiles_passthrough"]
+    assert entry.tiles_reencoded == audit.actions["tiles_reencoded"]
+    assert {"wsi prepare", "wsi tiles", "wsi pyramid", "wsi write", "wsi leak check"} <= set(entry.stage_seconds)
+    assert entry.before_png is not None and entry.after_png is not None
+    before = cv2.imdecode(np.frombuffer(entry.before_png, np.uint8), cv2.IMREAD_COLOR)
+    after = cv2.imdecode(np.frombuffer(entry.after_png, np.uint8), cv2.IMREAD_COLOR)
+    assert before is not None and after is not None
+    assert max(before.shape[:2]) <= BEFORE_MAX_SIDE
+    assert after.shape[1] > after.shape[0] > 0  # the slide's aspect
+    red = (after[..., 2] > 200) & (after[..., 1] < 60) & (after[..., 0] < 60)
+    assert red.any(), "the redaction boxes are drawn on the after thumbnail"
+    assert "_png" not in repr(entry)  # thumbnails stay out of element reprs
 
 
 def test_harvest_slide_values(tmp_path: Path) -> None:

@@ -20,22 +20,27 @@ Stages (all elements are small; pixels wait in scratch storage):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import posixpath
 import shutil
 import tempfile
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
 
 from deid.classify import InputRef
 from deid.errors import InvalidInputError
+from deid.qa.report import QaEntry
 from deid.records import AuditRecord
 from deid.settings import RunSettings
 from deid.wsi.job import (
@@ -68,13 +73,16 @@ from transforms.common import (
     count_actions,
     load_run_key,
 )
+from transforms.qa import QA_TAG
 
 _COPY_CHUNK = 8 * 1024 * 1024
 _RAW = CompressionTypes.UNCOMPRESSED
 
 
 class DeidentifyWsi(beam.PTransform):
-    """PCollection[InputRef] (kind 'wsi') -> DeidOutputs(audit, dead_letters, linkage).
+    """PCollection[InputRef] (kind 'wsi') -> DeidOutputs(audit, dead_letters, linkage, qa).
+
+    `qa` (PCollection[QaEntry], one per written slide) with --qa_report, else None.
 
     Outputs: OUTPUT/wsi/<pseudonym>.svs (Aperio layout) or .tiff (generic) and, with
     --wsi_output_format dicom|both, OUTPUT/wsi/<pseudonym>/level-<k>.dcm. The pseudonym is
@@ -136,16 +144,18 @@ class DeidentifyWsi(beam.PTransform):
             | "JoinSlide" >> beam.CoGroupByKey()
             | "SlideAndTiles" >> beam.FlatMap(_job_with_records)
         )
-        written_good, written_bad = (
-            finished | "WriteSlide" >> beam.ParDo(_WriteSlide(settings, scratch_root)).with_exception_handling()
-        )
+        written = finished | "WriteSlide" >> beam.ParDo(_WriteSlide(settings, scratch_root)).with_outputs(
+            QA_TAG, main="audit"
+        ).with_exception_handling(main_tag="audit", dead_letter_tag="failed")
+        written_good, written_bad = written["audit"], written["failed"]
         dead_letters = (
             (keyed_bad, prepared_bad, written_bad)
             | "AllFailures" >> beam.Flatten()
             | "ToDeadLetters" >> ToDeadLetters()
         )
         linkage = refs.pipeline | "NoWsiLinkage" >> beam.Create([])
-        return DeidOutputs(audit=written_good, dead_letters=dead_letters, linkage=linkage)
+        qa = written[QA_TAG] if settings.qa_report else None
+        return DeidOutputs(audit=written_good, dead_letters=dead_letters, linkage=linkage, qa=qa)
 
 
 # -- helpers shared by the DoFns --------------------------------------------------------------------
@@ -332,6 +342,7 @@ class _PrepareSlide(beam.DoFn):
             from deid.redaction.engine import RedactionConfig
 
             RedactionConfig(text_mode=settings.wsi.redact_text).check_tools()
+        start = time.perf_counter()
         path, tmp = localize(unit.paths, ref.subtype)
         reader: SlideReader | None = None
         pseudonym = self._key.pseudonym("wsi", ref.sha256)
@@ -350,6 +361,7 @@ class _PrepareSlide(beam.DoFn):
                 settings.wsi.regions.for_input(ref.sha256),
             )
             job = keep_associated(job, reader, settings.wsi, self._scratch)
+            job = dataclasses.replace(job, prepare_seconds=time.perf_counter() - start)
         except BaseException:
             self._scratch.delete_prefix(slide_id)
             raise
@@ -493,7 +505,7 @@ class _WriteSlide(beam.DoFn):
         self._key = load_run_key(self._settings)
         self._scratch = make_scratch(self._scratch_root)
 
-    def process(self, item: tuple[SlideJob, list[TileRecord]]) -> Iterator[AuditRecord]:
+    def process(self, item: tuple[SlideJob, list[TileRecord]]) -> Iterator[AuditRecord | TaggedOutput]:
         from deid.wsi.writer import write_outputs
 
         job, records = item
@@ -502,8 +514,10 @@ class _WriteSlide(beam.DoFn):
         reader: SlideReader | None = None
         tmp: str | None = None
         sha = job.ref.sha256
+        entry: QaEntry | None = None
         try:
-            if any(record.origin == "source" for record in records):
+            start = time.perf_counter()
+            if any(record.origin == "source" for record in records) or settings.qa_report:
                 path, tmp = localize(job.context.source_paths, job.context.subtype)
                 reader = SlideReader(path)
             outputs, actions = write_outputs(
@@ -515,8 +529,13 @@ class _WriteSlide(beam.DoFn):
                 local_out,
                 lambda purpose: self._key.uid(f"wsi:{sha}:{purpose}"),
             )
+            written = time.perf_counter()
             self._check_leaks(job, local_out, outputs)
+            checked = time.perf_counter()
             publish(local_out, outputs, settings.output)
+            if settings.qa_report:
+                seconds = {"wsi write": written - start, "wsi leak check": checked - written}
+                entry = self._qa_entry(job, records, actions, reader, seconds)
         finally:
             if reader is not None:
                 reader.close()
@@ -535,6 +554,28 @@ class _WriteSlide(beam.DoFn):
             width=job.metadata.width,
             height=job.metadata.height,
         )
+        if entry is not None:
+            yield TaggedOutput(QA_TAG, entry)
+
+    def _qa_entry(
+        self,
+        job: SlideJob,
+        records: list[TileRecord],
+        actions: dict[str, int],
+        reader: SlideReader | None,
+        seconds: dict[str, float],
+    ) -> QaEntry:
+        """Thumbnails in memory only; a thumbnail that cannot be made is left out, the slide is fine."""
+        from deid.wsi.job import load_top
+        from deid.wsi.qa import INPUT_THUMBNAIL_SIDE, slide_entry
+
+        before = top = None
+        with contextlib.suppress(Exception):
+            if reader is not None:
+                before = reader.thumbnail(INPUT_THUMBNAIL_SIDE)
+        with contextlib.suppress(Exception):
+            top = np.asarray(load_top(job, self._scratch))
+        return slide_entry(job, records, actions, before, top, seconds)
 
     def _check_leaks(self, job: SlideJob, local_out: str, outputs: list[str]) -> None:
         """Search the staged outputs for the input's identifying values (re-harvested here, so they

@@ -7,6 +7,7 @@ tiles into the output files. `run_local` chains them in one process for tests an
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -73,6 +74,7 @@ class SlideJob:
     aperio: bool
     associated: tuple[str, ...] = ()  # label/macro kept (blanked or redacted), pixels in scratch
     actions: tuple[tuple[str, int], ...] = ()
+    prepare_seconds: float = 0.0  # QA report stage times
 
     @property
     def slide_id(self) -> str:
@@ -171,15 +173,7 @@ def keep_associated(job: SlideJob, reader: SlideReader, settings: WsiSettings, s
             actions["boxes_redacted"] = actions.get("boxes_redacted", 0) + len(outcome.boxes)
         scratch.put(associated_name(job.slide_id, name), pack_pixels(image))
         kept.append(name)
-    return SlideJob(
-        ref=job.ref,
-        pseudonym=job.pseudonym,
-        context=job.context,
-        metadata=job.metadata,
-        aperio=job.aperio,
-        associated=tuple(kept),
-        actions=tuple(sorted(actions.items())),
-    )
+    return dataclasses.replace(job, associated=tuple(kept), actions=tuple(sorted(actions.items())))
 
 
 def uses_edges(settings: WsiSettings) -> bool:

@@ -313,6 +313,18 @@ class SlideReader:
         except ValueError:
             raise SlideReadError("a JPEG tile is malformed") from None
 
+    def thumbnail(self, max_side: int = 512) -> np.ndarray:
+        """The whole slide at most `max_side` pixels a side (OpenSlide reads its smallest level)."""
+        import openslide
+
+        slide = self._handle()
+        try:
+            image = slide.get_thumbnail((max_side, max_side))
+        except (openslide.OpenSlideError, OSError) as exc:
+            self.close()
+            raise SlideReadError(f"the slide thumbnail could not be read ({type(exc).__name__})") from None
+        return rgba_to_rgb(np.asarray(image))
+
     def associated_image(self, name: str) -> np.ndarray:
         import openslide
 

@@ -7,6 +7,7 @@ is copied from the input byte for byte, its JPEG stream for the writer.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,6 +21,8 @@ from deid.wsi.scratch import Scratch, pack_pixels, unpack_pixels
 from deid.wsi.source import RawLevel, SlideReader
 
 Origin = Literal["source", "scratch"]
+# Redacted boxes a record carries for the QA thumbnail (the count in `boxes` is always exact).
+MAX_RECORD_BOXES = 32
 _SUBSAMPLING_NAMES = {(1, 1): "444", (2, 1): "422", (2, 2): "420"}
 
 
@@ -90,6 +93,8 @@ class TileRecord:
     error_kind: str = ""
     error_message: str = ""
     levels: int = 1  # pyramid levels of the slide, so stages know whether a parent is due
+    seconds: float = 0.0  # time spent on this tile (QA report stage times)
+    box_list: tuple[Box, ...] = ()  # level 0: redacted boxes, level-0 pixels, at most MAX_RECORD_BOXES
 
     @property
     def has_parent(self) -> bool:
@@ -281,6 +286,7 @@ def window_from_edges(reader: SlideReader, task: TileTask, scratch: Scratch) -> 
 def _redact_level0_tile(
     reader: SlideReader, task: TileTask, scratch: Scratch, config: object | None, edges: bool = False
 ) -> TileRecord:
+    start = time.perf_counter()
     ctx = task.context
     grid = ctx.grid
     levels = grid.levels()
@@ -289,6 +295,7 @@ def _redact_level0_tile(
     window_box = grid.window(task.col, task.row)
     changed = False
     boxes = 0
+    box_list: tuple[Box, ...] = ()
     if ctx.redact_text == "off":
         window_box = core  # user regions need no context: the engine cuts them to the core
     engine_needed = ctx.redact_text != "off" or any(intersect(r, window_box) for r in ctx.regions)
@@ -303,6 +310,7 @@ def _redact_level0_tile(
         pixels = np.asarray(outcome.pixels)
         changed = bool(outcome.changed)
         boxes = len(outcome.boxes) if changed else 0
+        box_list = tuple(outcome.boxes[:MAX_RECORD_BOXES]) if changed else ()
     else:
         pixels = reader.read_window(core, ctx.tile)
     if pixels.shape[:2] != (core.height, core.width):
@@ -333,6 +341,8 @@ def _redact_level0_tile(
         boxes=boxes,
         nbytes=nbytes,
         levels=ctx.level_count,
+        seconds=time.perf_counter() - start,
+        box_list=box_list,
     )
 
 
@@ -360,6 +370,7 @@ def build_parent(
 def _build_parent(
     ctx: TileContext, level: int, col: int, row: int, children: list[TileRecord], scratch: Scratch
 ) -> TileRecord:
+    start = time.perf_counter()
     levels = ctx.grid.levels()
     shape = levels[level]
     child_shape = levels[level - 1]
@@ -398,4 +409,14 @@ def _build_parent(
         scratch.put(top_name(ctx.slide_id), pack_pixels(pixels))
     for child in children:
         scratch.delete(half_name(ctx.slide_id, level - 1, child.col, child.row))
-    return TileRecord(ctx.slide_id, level, col, row, origin=origin, dirty=dirty, nbytes=nbytes, levels=ctx.level_count)
+    return TileRecord(
+        ctx.slide_id,
+        level,
+        col,
+        row,
+        origin=origin,
+        dirty=dirty,
+        nbytes=nbytes,
+        levels=ctx.level_count,
+        seconds=time.perf_counter() - start,
+    )
