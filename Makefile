@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DATA ?= demo_data
 DEMO_OUT ?= demo_out
 
-.PHONY: venv demo test lint lint-infra typecheck unit system-deps bench clean
+.PHONY: venv demo demo-healthcare test lint lint-infra typecheck unit system-deps bench clean
 
 $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: venv
 	$(PY) scripts/make_demo_data.py $(DEMO_DATA)
 	$(PY) -m pipeline --input $(DEMO_DATA)/input --output $(DEMO_OUT) --deid_key_file $(DEMO_DATA)/demo.key
 	$(PY) scripts/summarize_run.py $(DEMO_OUT)
+
+# The same inputs through the Healthcare API branch, against the local stand-in server.
+demo-healthcare: venv
+	$(PY) scripts/make_demo_data.py $(DEMO_DATA)
+	$(PY) scripts/demo_healthcare.py $(DEMO_DATA) $(DEMO_OUT)_healthcare
 
 lint: venv
 	$(VENV)/bin/ruff check .
