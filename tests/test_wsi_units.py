@@ -416,3 +416,58 @@ def test_harvest_slide_values(tmp_path: Path) -> None:
     assert "Aperio" not in texts  # a word every Aperio output carries is not expected gone
     assert "Aperio-0001" in texts
     assert all(wsi_factory.PHI_USER not in repr(v) for v in values)
+
+
+# -- bands of tiles ----------------------------------------------------------------------------------------
+
+
+def test_bands_cover_the_grid_and_decode_each_tile_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deid.wsi import source
+    from deid.wsi.job import band_tasks, plan_job
+    from transforms.wsi import _RedactTiles
+
+    src = tmp_path / "a.svs"
+    wsi_factory.write_aperio_svs(src, 2560, 1536, 256, text_corner=(512, 256), label=False, macro=False)
+    ref = InputRef(str(src), src.stat().st_size, "ab" * 32, "wsi", "tiff")
+    reader = SlideReader(str(src))
+    job = plan_job(ref, "P", "P", (str(src),), reader.info, WsiSettings(redact_text="detect"), ())
+    reader.close()
+    bands = list(band_tasks(job, rows=4, cols=3))
+    tiles = [(t.col, t.row) for band in bands for t in band.tasks()]
+    level0 = job.levels[0]
+    assert sorted(tiles) == sorted((c, r) for r in range(level0.rows) for c in range(level0.cols))
+    assert len(tiles) == len(set(tiles)) == 60
+    decoded: list[tuple[int, int]] = []
+    real = source.SlideReader.decoded_tile
+
+    def counting(self: SlideReader, raw: object, col: int, row: int) -> np.ndarray:
+        if (raw.page, col, row) not in self._tile_cache:  # type: ignore[attr-defined]
+            decoded.append((col, row))
+        return real(self, raw, col, row)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(source.SlideReader, "decoded_tile", counting)
+    redact = _RedactTiles(str(tmp_path / "scr"))
+    redact.setup()
+    (band,) = [b for b in bands if (b.col0, b.row0) == (3, 0)]  # rows 0..3, columns 3..5
+    records = redact.process(band)
+    redact.teardown()
+    assert [(r.col, r.row) for r in records] == [(t.col, t.row) for t in band.tasks()]
+    assert not any(r.failed for r in records)
+    ring = {
+        (c, r)
+        for r in range(max(0, band.row0 - 1), min(level0.rows, band.row0 + band.rows + 1))
+        for c in range(max(0, band.col0 - 1), min(level0.cols, band.col0 + band.cols + 1))
+    }
+    assert len(ring) == 25
+    assert len(decoded) == len(set(decoded)) == len(ring), "each tile of the band and its ring decoded once"
+
+
+def test_clearly_background_is_conservative() -> None:
+    from deid.wsi.tiles import clearly_background
+
+    glass = np.full((320, 320, 3), 242, np.uint8)
+    glass[::7, ::5] = 230  # JPEG-like noise
+    assert clearly_background(glass)
+    faint = glass.copy()
+    wsi_factory.draw_text(faint, 10, 100, "MRN 1", scale=1.0)
+    assert not clearly_background(faint)

@@ -6,8 +6,9 @@ Stages (all elements are small; pixels wait in scratch storage):
 2. `_PrepareSlide` first probes the slide in a spawned process (`deid.wsi.probe`), so a native
    decoder crash dead-letters the slide instead of killing the worker; then it opens the slide,
    checks limits, scrubs metadata and handles label and macro. It emits a `SlideJob`.
-3. The job fans out into level-0 `TileTask`s, reshuffled over workers; `_RedactTiles` redacts each
-   on its overlapped window and emits a `TileRecord`.
+3. The job fans out into `TileBand`s (blocks of up to 16 rows x 8 columns of level-0 tiles), reshuffled over
+   workers; `_RedactTiles` redacts each tile of a band on its overlapped window, read through a
+   per-reader cache of decoded tiles (each tile decoded once), and emits a `TileRecord` per tile.
 4. For each further level, records are grouped by parent coordinate and `_BuildParents` makes the
    parent tile from its 2x2 children (a fixed number of stages; slides with fewer levels just stop).
 5. `_WriteSlide` joins a job with all its records, streams the TIFF and/or DICOM output to a local
@@ -39,7 +40,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from deid.classify import InputRef
-from deid.errors import InvalidInputError
+from deid.errors import InvalidInputError, SlideReadError
 from deid.qa.report import QaEntry
 from deid.records import AuditRecord
 from deid.settings import RunSettings
@@ -47,23 +48,22 @@ from deid.wsi.job import (
     MAX_PYRAMID_LEVELS,
     SlideJob,
     SlideUnit,
+    band_tasks,
     keep_associated,
     plan_job,
-    tile_tasks,
-    uses_edges,
 )
 from deid.wsi.probe import probe_isolated
 from deid.wsi.scratch import LocalScratch, Scratch
 from deid.wsi.source import SlideReader, check_limits
 from deid.wsi.tiles import (
+    TileBand,
     TileContext,
     TileRecord,
     TileTask,
     build_parent,
     failure,
-    neighbours,
     redact_level0_tile,
-    write_edges,
+    redaction_config,
 )
 from transforms.common import (
     METRICS_NAMESPACE,
@@ -114,18 +114,10 @@ class DeidentifyWsi(beam.PTransform):
         jobs = prepared_good
         contexts = beam.pvalue.AsDict(jobs | "Contexts" >> beam.Map(lambda job: (job.slide_id, job.context)))
 
-        tasks = jobs | "TileTasks" >> beam.FlatMap(tile_tasks) | "SpreadTiles" >> beam.Reshuffle()
-        edges = uses_edges(settings.wsi)
-        if edges:
-            # Phase one decodes each tile once and leaves its border bands in scratch; a tile is
-            # redacted once all its neighbours have done so (grouping by tile is the barrier).
-            tasks = (
-                tasks
-                | "WriteEdges" >> beam.ParDo(_WriteEdges(scratch_root))
-                | "WaitForNeighbours" >> beam.GroupByKey()
-                | "NeighboursReady" >> beam.FlatMap(_ready_task)
-            )
-        level0 = tasks | "RedactTiles" >> beam.ParDo(_RedactTiles(scratch_root, edges))
+        # Bands of level-0 tiles: each overlapped window is read from a per-reader cache of decoded
+        # tiles, so a band decodes each of its tiles (and of its one-tile ring) once.
+        bands = jobs | "TileBands" >> beam.FlatMap(band_tasks) | "SpreadBands" >> beam.Reshuffle()
+        level0 = bands | "RedactTiles" >> beam.ParDo(_RedactTiles(scratch_root))
         levels = [level0]
         current = level0
         for level in range(1, MAX_PYRAMID_LEVELS):
@@ -380,65 +372,9 @@ def check_limits_size(size: int, settings: RunSettings) -> None:
     raise InputTooLargeError(f"the slide is {size} bytes, more than --max_file_bytes {settings.limits.max_file_bytes}")
 
 
-class _WriteEdges(beam.DoFn):
-    """TileTask -> ((slide_id, col, row), TileTask | error kind) for itself and each neighbour."""
-
-    def __init__(self, scratch_root: str) -> None:
-        self._scratch_root = scratch_root
-
-    def setup(self) -> None:
-        self._scratch = make_scratch(self._scratch_root)
-        self._readers = _Readers()
-
-    def process(self, task: TileTask) -> list[tuple[tuple[str, int, int], TileTask | str]]:
-        ctx = task.context
-        status = ""
-        try:
-            write_edges(self._readers.get(ctx), task, self._scratch)
-        except Exception as exc:  # noqa: BLE001 - reported by the tile, then by its slide
-            self._readers.drop(ctx.slide_id)
-            record = failure(ctx, 0, task.col, task.row, exc, "reading a tile's borders")
-            status = f"{record.error_kind}\n{record.error_message}"
-        out: list[tuple[tuple[str, int, int], TileTask | str]] = [((ctx.slide_id, task.col, task.row), task)]
-        out.extend(((ctx.slide_id, col, row), status) for col, row in neighbours(task))
-        return out
-
-    def teardown(self) -> None:
-        self._readers.close_all()
-
-
-def _ready_task(item: tuple[tuple[str, int, int], Iterable[TileTask | str]]) -> Iterator[TileTask | TileRecord]:
-    """All neighbours have left their bands: the task, or a failed record when one could not."""
-    _key, values = item
-    task: TileTask | None = None
-    errors = []
-    for value in values:
-        if isinstance(value, TileTask):
-            task = value
-        elif value:
-            errors.append(value)
-    if task is None:
-        return
-    if errors:
-        kind, _, message = errors[0].partition("\n")
-        yield TileRecord(
-            task.context.slide_id,
-            0,
-            task.col,
-            task.row,
-            error_kind=kind,
-            error_message=message,
-            levels=task.context.level_count,
-        )
-    else:
-        yield task
-
-
 class _RedactTiles(beam.DoFn):
-    """TileTask -> TileRecord (level 0). Pixels go to scratch; failures become failed records.
-
-    A TileRecord input (a neighbour failed in phase one) passes through unchanged.
-    """
+    """TileBand (or one TileTask) -> TileRecords (level 0). Pixels go to scratch; failures become
+    failed records. A TileRecord input passes through unchanged."""
 
     def __init__(self, scratch_root: str, edges: bool = False) -> None:
         self._scratch_root = scratch_root
@@ -450,25 +386,36 @@ class _RedactTiles(beam.DoFn):
         self._configs: dict[str, object] = {}
         self._tiles = Metrics.counter(METRICS_NAMESPACE, "wsi_tiles_level0")
 
-    def process(self, task: TileTask | TileRecord) -> list[TileRecord]:
-        from deid.wsi.tiles import redaction_config
-
-        if isinstance(task, TileRecord):
-            return [task]
-        ctx = task.context
+    def process(self, element: TileBand | TileTask | TileRecord) -> list[TileRecord]:
+        if isinstance(element, TileRecord):
+            return [element]
+        tasks = element.tasks() if isinstance(element, TileBand) else [element]
+        ctx = element.context
         try:
             reader = self._readers.get(ctx)
             config = self._configs.get(ctx.slide_id)
             if config is None and ctx.needs_engine:
                 config = self._configs[ctx.slide_id] = redaction_config(ctx)
         except Exception as exc:  # noqa: BLE001 - the slide fails in the writer, not the run
-            return [failure(ctx, 0, task.col, task.row, exc, "opening the slide for a tile")]
-        record = redact_level0_tile(reader, task, self._scratch, config, edges=self._edges)
-        if record.failed:
-            self._readers.drop(ctx.slide_id)
-            self._configs.pop(ctx.slide_id, None)
-        self._tiles.inc()
-        return [record]
+            return [failure(ctx, 0, task.col, task.row, exc, "opening the slide for a tile") for task in tasks]
+        if isinstance(element, TileBand):
+            reader.cache_tiles = max(reader.cache_tiles, element.cache_tiles())
+        records = []
+        for task in tasks:
+            record = redact_level0_tile(reader, task, self._scratch, config, edges=self._edges)
+            if record.failed:
+                # The reader latches after an error: the band's other tiles fail the same way.
+                self._readers.drop(ctx.slide_id)
+                self._configs.pop(ctx.slide_id, None)
+                records.append(record)
+                records.extend(
+                    failure(ctx, 0, t.col, t.row, SlideReadError("an earlier tile of the band failed"), "")
+                    for t in tasks[len(records) :]
+                )
+                break
+            records.append(record)
+        self._tiles.inc(len(records))
+        return records
 
     def teardown(self) -> None:
         self._readers.close_all()

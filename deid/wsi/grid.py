@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from deid.settings import Box
 
@@ -52,13 +53,7 @@ class TileGrid:
 
     def levels(self) -> tuple[LevelShape, ...]:
         """Level 0 down to the first level no larger than one tile."""
-        shapes = []
-        width, height, level = self.width, self.height, 0
-        while True:
-            shapes.append(LevelShape(level, width, height, _ceil_div(width, self.tile), _ceil_div(height, self.tile)))
-            if width <= self.tile and height <= self.tile:
-                return tuple(shapes)
-            width, height, level = _ceil_div(width, 2), _ceil_div(height, 2), level + 1
+        return _levels(self.width, self.height, self.tile)
 
     @property
     def level_count(self) -> int:
@@ -87,6 +82,18 @@ class TileGrid:
         x1 = min(self.width, x0 + self.tile * scale)
         y1 = min(self.height, y0 + self.tile * scale)
         return Box(x0, y0, x1 - x0, y1 - y0)
+
+
+@lru_cache(maxsize=256)
+def _levels(width: int, height: int, tile: int) -> tuple[LevelShape, ...]:
+    """Computed once per geometry: every tile of a slide asks for them."""
+    shapes = []
+    level = 0
+    while True:
+        shapes.append(LevelShape(level, width, height, _ceil_div(width, tile), _ceil_div(height, tile)))
+        if width <= tile and height <= tile:
+            return tuple(shapes)
+        width, height, level = _ceil_div(width, 2), _ceil_div(height, 2), level + 1
 
 
 def core_box(shape: LevelShape, tile: int, col: int, row: int) -> Box:

@@ -24,6 +24,7 @@ from deid.wsi.metadata import SlideMetadata
 from deid.wsi.scratch import Scratch, pack_pixels, unpack_pixels
 from deid.wsi.source import MAX_RAW_TILE, MIN_RAW_TILE, SlideInfo, SlideReader
 from deid.wsi.tiles import (
+    TileBand,
     TileContext,
     TileRecord,
     TileTask,
@@ -179,6 +180,21 @@ def keep_associated(job: SlideJob, reader: SlideReader, settings: WsiSettings, s
 def uses_edges(settings: WsiSettings) -> bool:
     """Text detection needs overlapped windows; they are built from neighbours' border bands."""
     return settings.redact_text != "off" and settings.tile_overlap > 0
+
+
+# Level-0 tiles per band element: few elements per slide, one decode per tile (the ring of a
+# 16-row, 8-column band adds 40 % decodes), and a decoded-tile cache of 33 tiles (25 MB at 512 px)
+# per reader: narrow bands keep that cache small.
+BAND_ROWS = 16
+BAND_COLS = 8
+
+
+def band_tasks(job: SlideJob, rows: int = BAND_ROWS, cols: int = BAND_COLS) -> Iterator[TileBand]:
+    """The level-0 grid cut into bands of at most rows x cols tiles, row-major."""
+    level0 = job.levels[0]
+    for row0 in range(0, level0.rows, rows):
+        for col0 in range(0, level0.cols, cols):
+            yield TileBand(job.context, col0, row0, min(cols, level0.cols - col0), min(rows, level0.rows - row0))
 
 
 def tile_tasks(job: SlideJob) -> Iterator[TileTask]:

@@ -8,9 +8,10 @@ keyed slide id and tile coordinates only, never from input names.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
-import tempfile
+import threading
 from typing import Protocol
 
 import numpy as np
@@ -26,11 +27,15 @@ class Scratch(Protocol):
     def delete_prefix(self, prefix: str) -> None: ...
 
 
+_SEQUENCE = itertools.count()
+
+
 class LocalScratch:
     """Files under a local directory (shared by all workers of one machine)."""
 
     def __init__(self, root: str) -> None:
         self.root = root
+        self._dirs: set[str] = set()
 
     def _path(self, name: str) -> str:
         if name.startswith("/") or ".." in name.split("/"):
@@ -39,10 +44,21 @@ class LocalScratch:
 
     def put(self, name: str, data: bytes) -> None:
         path = self._path(name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        directory = os.path.dirname(path)
+        if directory not in self._dirs:
+            os.makedirs(directory, exist_ok=True)
+            self._dirs.add(directory)
+        # A unique temporary name without mkstemp's exclusive-create retries (slow on overlay disks);
+        # the rename makes the file appear whole.
+        tmp = f"{path}.{os.getpid()}-{threading.get_ident()}-{next(_SEQUENCE)}.tmp"
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+        except FileNotFoundError:  # the directory was removed (slide cleaned up, then retried)
+            self._dirs.discard(directory)
+            os.makedirs(directory, exist_ok=True)
+            with open(tmp, "wb") as handle:
+                handle.write(data)
         os.replace(tmp, path)
 
     def get(self, name: str) -> bytes:
@@ -54,7 +70,9 @@ class LocalScratch:
             os.remove(self._path(name))
 
     def delete_prefix(self, prefix: str) -> None:
-        shutil.rmtree(self._path(prefix.rstrip("/")), ignore_errors=True)
+        target = self._path(prefix.rstrip("/"))
+        self._dirs = {d for d in self._dirs if not (d == target or d.startswith(target + os.sep))}
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def pack_pixels(array: np.ndarray) -> bytes:

@@ -28,6 +28,7 @@ RAW_VENDORS = ("aperio", "generic-tiff")
 MIN_RAW_TILE = 128
 MAX_RAW_TILE = 2048
 _TIFF_JPEG = 7
+DEFAULT_CACHE_TILES = 12
 _PHOTOMETRIC_RGB = 2
 _PHOTOMETRIC_YCBCR = 6
 
@@ -160,6 +161,8 @@ class SlideReader:
             ) from None
         self._tiff: Any = None
         self._tile_cache: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
+        # Decoded tiles kept (LRU): a band of tiles processed row by row decodes each tile once.
+        self.cache_tiles = DEFAULT_CACHE_TILES
         self.info = self._read_info(use_raw)
 
     # -- opening ---------------------------------------------------------------------------------
@@ -291,7 +294,7 @@ class SlideReader:
         if tile.shape[0] < raw.tile or tile.shape[1] < raw.tile:
             raise SlideReadError("a JPEG tile is smaller than the declared tile size")
         self._tile_cache[key] = tile
-        if len(self._tile_cache) > 12:
+        while len(self._tile_cache) > self.cache_tiles:
             self._tile_cache.popitem(last=False)
         return tile
 
