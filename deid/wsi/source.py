@@ -304,8 +304,12 @@ class SlideReader:
             raise SlideReadError("raw tile access is not available for this slide")
         page = self._tiff.pages[raw.page]
         index = row * raw.cols + col
-        offset = page.dataoffsets[index]  # type: ignore[union-attr]
-        count = page.databytecounts[index]  # type: ignore[union-attr]
+        offsets, counts = page.dataoffsets, page.databytecounts  # type: ignore[union-attr]
+        if index >= min(len(offsets), len(counts)):
+            raise SlideReadError(
+                "the TIFF declares more tiles than it stores offsets for; the slide is damaged"
+            )
+        offset, count = offsets[index], counts[index]
         handle = self._tiff.filehandle
         handle.seek(offset)
         data = handle.read(count)
