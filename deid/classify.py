@@ -18,6 +18,8 @@ Kind = Literal["dicom", "wsi", "unknown"]
 HEAD_BYTES = 64 * 1024
 
 VL_WHOLE_SLIDE_MICROSCOPY = "1.2.840.10008.5.1.4.1.1.77.1.6"
+# InputRef.subtype of a DICOM instance this run wrote from a slide (stored into the Healthcare source store).
+WSI_OUTPUT_SUBTYPE = "wsi-output"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 

@@ -21,8 +21,10 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
+from deid.classify import WSI_OUTPUT_SUBTYPE, InputRef
 from deid.errors import ConfigError
 from deid.keys import DeidKey
+from deid.records import AuditRecord
 from deid.settings import (
     Limits,
     ProfileSettings,
@@ -127,6 +129,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
     dead_letters: list[beam.PCollection] = []
 
     dicom_refs = None
+    wsi: DeidOutputs | None = None
     if deid_options.input:
         refs, unreadable = p | "ListInputs" >> ListInputs(deid_options.input, settings.output)
         admitted = refs | "Admit" >> beam.Map(admit, settings.limits.max_file_bytes).with_exception_handling(
@@ -138,7 +141,16 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
         dicom_refs, wsi_refs = admitted["admitted"] | "ByKind" >> beam.Partition(_ByKind(), 2)
         if not _cloud_takes_dicom(deid_options):
             branches.append(dicom_refs | "Dicom" >> DeidentifyDicom(settings))
-        branches.append(wsi_refs | "Wsi" >> _wsi_branch(settings))
+        wsi = wsi_refs | "Wsi" >> _wsi_branch(settings)
+        branches.append(wsi)
+    if wsi is not None and deid_options.healthcare_source_store and settings.wsi.output_format != "tiff":
+        # Slides written as DICOM VL Whole Slide Microscopy go to the source store with the DICOM inputs.
+        wsi_instances = wsi.audit | "WsiDicomOutputs" >> beam.FlatMap(wsi_dicom_outputs, settings.output)
+        dicom_refs = (
+            (dicom_refs, wsi_instances) | "DicomAndWsiInstances" >> beam.Flatten()
+            if dicom_refs is not None
+            else wsi_instances
+        )
     branches += _cloud_branches(p, deid_options, settings, dicom_refs)
 
     all_dead = ([b.dead_letters for b in branches] + dead_letters) | "AllDeadLetters" >> beam.Flatten()
@@ -158,6 +170,27 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
         linkage = [b.linkage for b in branches] | "AllLinkage" >> beam.Flatten()
         _ = linkage | "WriteLinkage" >> WriteLinkage(deid_options.linkage_output)
     return PipelineOutputs(audit=audit, dead_letters=all_dead)
+
+
+def wsi_dicom_outputs(record: AuditRecord, output: str) -> list[InputRef]:
+    """AuditRecord of a written slide -> InputRefs of its DICOM instances under OUTPUT/wsi/.
+
+    subtype 'wsi-output' tells the Healthcare branch that these are outputs, not inputs: they are
+    stored and de-identified, but the slide already has its own audit record.
+    """
+    if record.status != "ok":
+        return []
+    return [
+        InputRef(
+            path=FileSystems.join(output, *rel.split("/")),
+            size=0,
+            sha256=record.input_sha256,
+            kind="dicom",
+            subtype=WSI_OUTPUT_SUBTYPE,
+        )
+        for rel in record.outputs
+        if rel.startswith("wsi/") and rel.endswith(".dcm")
+    ]
 
 
 # --- Cloud branches (Healthcare API, DICOMweb servers): transforms/healthcare.py, transforms/dicomweb.py ---

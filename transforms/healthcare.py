@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import PBegin
 
-from deid.classify import InputRef
+from deid.classify import WSI_OUTPUT_SUBTYPE, InputRef
 from deid.cloud.dicomweb import DicomwebError
 from deid.cloud.healthcare import HealthcareApiError, HealthcareClient, HealthcareSettings, OperationResult
 from deid.records import AuditRecord, DeadLetterRecord
@@ -108,6 +108,8 @@ class _DeidentifyStoreFn(beam.DoFn):
             details={"scope": "store", **details},
         )
         for ref in stored:
+            if ref.subtype == WSI_OUTPUT_SUBTYPE:
+                continue  # an instance written from a slide: the slide has its own audit record
             yield audit_ok(ref, [settings.destination_store], {"healthcare_stored": 1}, scope="instance", **details)
 
     def _failures(self, result: OperationResult) -> Iterable[object]:
