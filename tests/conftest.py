@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,3 +31,20 @@ def shared_data() -> Path:
 @pytest.fixture
 def beam_args() -> list[str]:
     return list(BEAM_TEST_ARGS)
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The GCS emulator and the fake Healthcare API (tests/gcs_emulator.py), one per test module."""
+    from gcs_emulator import cloud_env
+
+    with cloud_env(tmp_path_factory.mktemp("cloud")) as env:
+        yield env
+
+
+@pytest.fixture
+def no_faults(cloud: Any) -> Iterator[None]:
+    """Fault injection cleared before and after a test (modules opt in with usefixtures)."""
+    cloud.healthcare.faults()
+    yield
+    cloud.healthcare.faults()

@@ -219,3 +219,4 @@ def cloud_env(
                         os.environ.pop(name, None)
                     else:
                         os.environ[name] = value
+

@@ -7,11 +7,10 @@ from __future__ import annotations
 import io
 import random
 import uuid
-from collections.abc import Iterator
 
 import pydicom
 import pytest
-from gcs_emulator import CloudEnv, cloud_env
+from gcs_emulator import CloudEnv
 from pydicom.data import get_testdata_file
 
 from deid.cloud.healthcare import (
@@ -24,22 +23,10 @@ from deid.cloud.healthcare import (
 from deid.cloud.retry import Backoff
 from deid.errors import ConfigError
 
+pytestmark = pytest.mark.usefixtures("no_faults")
 DATASET = "projects/p1/locations/us-central1/datasets/d1"
 FAST = Backoff(attempts=4, initial_s=0.01, cap_s=0.05)
 FAST_POLL = Backoff(attempts=50, initial_s=0.01, cap_s=0.05)
-
-
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudEnv]:
-    with cloud_env(tmp_path_factory.mktemp("cloud")) as env:
-        yield env
-
-
-@pytest.fixture(autouse=True)
-def no_faults(cloud: CloudEnv) -> Iterator[None]:
-    cloud.healthcare.faults()
-    yield
-    cloud.healthcare.faults()
 
 
 def _stores() -> tuple[str, str]:

@@ -6,31 +6,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gcs_emulator import CloudEnv, cloud_env
+from gcs_emulator import CloudEnv
 from pydicom.data import get_testdata_file
 
 from deid.cloud.dicomweb import list_instances
 from deid.cloud.healthcare import HealthcareClient, default_session
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("no_faults")]
 DATASET = "projects/p1/locations/us-central1/datasets/d1"
-
-
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudEnv]:
-    with cloud_env(tmp_path_factory.mktemp("cloud")) as env:
-        yield env
-
-
-@pytest.fixture(autouse=True)
-def no_faults(cloud: CloudEnv) -> Iterator[None]:
-    cloud.healthcare.faults()
-    yield
-    cloud.healthcare.faults()
 
 
 def _stores(cloud: CloudEnv, create: bool = True) -> tuple[str, str]:

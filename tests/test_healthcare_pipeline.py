@@ -7,14 +7,13 @@ from __future__ import annotations
 import hashlib
 import io
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
 import pydicom
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
-from gcs_emulator import CloudEnv, cloud_env
+from gcs_emulator import CloudEnv
 from pydicom.data import get_testdata_file
 
 from deid.classify import InputRef
@@ -23,21 +22,9 @@ from deid.cloud.healthcare import HealthcareClient, HealthcareSettings, default_
 from deid.cloud.retry import Backoff
 from transforms.healthcare import FAILED_KIND, HealthcareDeidentify, store_hash
 
+pytestmark = pytest.mark.usefixtures("no_faults")
 DATASET = "projects/p1/locations/us-central1/datasets/d1"
 FAST = Backoff(attempts=4, initial_s=0.01, cap_s=0.05)
-
-
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudEnv]:
-    with cloud_env(tmp_path_factory.mktemp("cloud")) as env:
-        yield env
-
-
-@pytest.fixture(autouse=True)
-def no_faults(cloud: CloudEnv) -> Iterator[None]:
-    cloud.healthcare.faults()
-    yield
-    cloud.healthcare.faults()
 
 
 def _setup(cloud: CloudEnv) -> tuple[HealthcareSettings, HealthcareClient]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gcs_emulator import CloudEnv, cloud_env
+from gcs_emulator import CloudEnv
 from pydicom.data import get_testdata_file
 
 from deid.cloud.dicomweb import list_instances
@@ -18,12 +17,6 @@ from tests.wsi_factory import write_aperio_svs
 
 pytestmark = pytest.mark.e2e
 DATASET = "projects/p1/locations/us-central1/datasets/wsi"
-
-
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudEnv]:
-    with cloud_env(tmp_path_factory.mktemp("cloud")) as env:
-        yield env
 
 
 def test_wsi_dicom_outputs_are_stored_and_deidentified_by_the_api(cloud: CloudEnv, tmp_path: Path) -> None:
