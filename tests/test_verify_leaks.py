@@ -228,3 +228,13 @@ def test_large_zero_and_random_data_scan_quickly() -> None:
     assert scan_output(bytes(32 * 1024 * 1024), "wsi/x.tiff", values) == []
     assert scan_output(os.urandom(32 * 1024 * 1024), "wsi/x.tiff", values) == []
     assert time.monotonic() - start < 20
+
+
+def test_one_word_lowercase_names_are_descriptive_but_names_with_capitals_are_not() -> None:
+    from deid.verify.leaks import harvest_path
+
+    plain = {v.text for v in harvest_path("/in/misc/truncated.dcm", "/in")}
+    assert "truncated" not in plain and "misc" not in plain
+    assert "truncated.dcm" in plain  # the whole name, extension and all, still counts
+    named = {v.text for v in harvest_path("/in/slides/DOE_JANE_slide.svs", "/in")}
+    assert {"DOE_JANE_slide", "JANE"} <= named  # (3-letter tokens are too short to search for)

@@ -353,12 +353,16 @@ def harvest_path(path: str, root: str | None = None) -> frozenset[PhiValue]:
         stem = part
         while "." in stem and len(stem.rsplit(".", 1)[1]) <= 5:
             stem = stem.rsplit(".", 1)[0]
-        texts += [part, stem]
         tokens = [t for t in re.split(r"[\s_.\-+,;()\[\]{}]+", stem) if t and t != stem]
         # All-lowercase words in names are descriptive ('truncated', 'notes', 'chest') and collide
-        # with ordinary English in outputs; identifying tokens carry a capital or a digit.
-        texts += [t for t in tokens if not (t.isalpha() and t.islower()) and not (t.isdigit() and len(t) < 4)]
+        # with ordinary English in outputs; identifying tokens carry a capital or a digit. The rule
+        # holds for a one-word stem ('misc/truncated.dcm') as for the tokens of a longer one.
+        texts += [t for t in [part, stem, *tokens] if not _descriptive_word(t)]
     return frozenset(_values(texts, "path"))
+
+
+def _descriptive_word(token: str) -> bool:
+    return (token.isalpha() and token.islower()) or (token.isdigit() and len(token) < 4)
 
 
 def harvest_text(text: str, kind: str = "ocr") -> frozenset[PhiValue]:
