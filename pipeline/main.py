@@ -6,6 +6,7 @@ on them; `run(argv)` is what `python -m pipeline` and the `deid-pipeline` script
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import uuid
@@ -283,14 +284,31 @@ def run(argv: Sequence[str] | None = None) -> beam.runners.runner.PipelineResult
     return result
 
 
+def help_text() -> str:
+    """`python -m pipeline --help`: every option of DeidOptions with its help (Beam's own options too)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="De-identify DICOM files and whole-slide images: "
+        "python -m pipeline --input INPUT --output OUTPUT [options]",
+        epilog="Apache Beam pipeline options (--runner, --project, --region, --temp_location, "
+        "--direct_running_mode, ...) are accepted as well. Without --runner the job runs locally "
+        "on the DirectRunner.",
+    )
+    DeidOptions._add_argparse_args(parser)
+    return parser.format_help()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        print(help_text())
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        run(argv)
+        run(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    args = sys.argv[1:] if argv is None else argv
     output = pipeline_options_from_argv(args).view_as(DeidOptions).output
     print(f"done: results under {output} (audit/, dead_letter/, dicom/, wsi/)")
     return 0

@@ -160,3 +160,18 @@ def test_unwritable_output_exits_non_zero(tmp_path: Path, capfd: pytest.CaptureF
     blocker.write_text("x")
     assert main(["--input", str(tmp_path), "--output", str(blocker / "sub"), *BEAM_TEST_ARGS]) == 2
     assert "--output is not writable" in capfd.readouterr().err
+
+
+def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from pipeline.options import DeidOptions
+
+    assert main(["--help"]) == 0
+    shown = capsys.readouterr().out
+    parser = argparse.ArgumentParser()
+    DeidOptions._add_argparse_args(parser)
+    names = [s for action in parser._actions for s in action.option_strings if s.startswith("--") and s != "--help"]
+    assert len(names) > 30
+    missing = [name for name in names if name not in shown]
+    assert not missing
