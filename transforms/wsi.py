@@ -34,7 +34,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
@@ -185,8 +185,8 @@ class _FileSystemsScratch:
             matched = FileSystems.match([pattern])[0].metadata_list
             if matched:
                 FileSystems.delete([m.path for m in matched])
-        except Exception:  # noqa: BLE001
-            pass
+        except (OSError, BeamIOError):
+            pass  # best-effort cleanup of scratch: a leftover file must not fail a finished slide
 
 
 def make_scratch(root: str) -> Scratch:

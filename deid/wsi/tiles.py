@@ -406,7 +406,7 @@ def build_parent(
         )
     try:
         return _build_parent(ctx, level, col, row, children, scratch)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - one parent's failure fails its slide, not the run
         return failure(ctx, level, col, row, exc, "building a pyramid tile")
 
 
