@@ -72,7 +72,12 @@ class UnexpectedError(DeidError):
 
 
 def safe_message_for(exc_type: type[BaseException], exc_repr: str) -> tuple[str, str]:
-    """As `safe_message`, from the (type, repr) pair Beam's dead-letter branch carries."""
+    """(error_kind, message) for a dead-letter record, from the (type, repr) pair Beam's dead-letter
+    branch carries, without leaking input values.
+
+    Our own errors carry messages written to be PHI-free. Third-party exception texts can quote
+    values read from the input (pydicom does, for invalid values), so only their type is kept.
+    """
     if issubclass(exc_type, DeidError):
         return exc_type.error_kind, exc_repr
     return UnexpectedError.error_kind, _unexpected(exc_type)
@@ -83,17 +88,6 @@ def _unexpected(exc_type: type[BaseException]) -> str:
         f"unexpected {exc_type.__name__} while processing this input (its text is withheld because "
         "it may quote input values); report it with the input_sha256 of this record"
     )
-
-
-def safe_message(exc: BaseException) -> tuple[str, str]:
-    """Return (error_kind, message) for a dead-letter record without leaking input values.
-
-    Our own errors carry messages written to be PHI-free. Third-party exception texts can quote
-    values read from the input (pydicom does, for invalid values), so only their type is kept.
-    """
-    if isinstance(exc, DeidError):
-        return exc.error_kind, str(exc)
-    return UnexpectedError.error_kind, _unexpected(type(exc))
 
 
 class PixelDecodeError(DeidError):

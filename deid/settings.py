@@ -25,6 +25,11 @@ TEXT_REDACTION_MODES = ("REDACT_NO_TEXT", "REDACT_ALL_TEXT", "REDACT_SENSITIVE_T
 _TAG_RE = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
 
 
+def is_glob(location: str) -> bool:
+    """True for an --input pattern (`*`, `?`, `[`), False for a directory or prefix."""
+    return any(ch in location for ch in "*?[")
+
+
 def split_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 

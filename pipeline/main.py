@@ -32,11 +32,12 @@ from deid.settings import (
     RedactRegions,
     RunSettings,
     WsiSettings,
+    is_glob,
     split_list,
     split_tag_list,
 )
 from pipeline.options import DeidOptions
-from transforms.common import DeidOutputs
+from transforms.common import DeidOutputs, ToDeadLetters
 from transforms.dicom import DeidentifyDicom
 from transforms.listing import ListInputs, admit
 from transforms.records import WriteJsonLines, WriteLinkage, dead_letter_audit
@@ -109,7 +110,7 @@ def settings_from_options(options: DeidOptions, key: DeidKey) -> RunSettings:
         limits=Limits(max_pixels=options.max_pixels, max_file_bytes=options.max_file_bytes),
         linkage=bool(options.linkage_output),
         scratch_location=scratch,
-        input_root=None if not options.input or any(ch in options.input for ch in "*?[") else options.input,
+        input_root=None if not options.input or is_glob(options.input) else options.input,
         qa_report=options.qa_report,
     )
 
@@ -136,8 +137,6 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
         admitted = refs | "Admit" >> beam.Map(admit, settings.limits.max_file_bytes).with_exception_handling(
             main_tag="admitted", dead_letter_tag="refused"
         )
-        from transforms.common import ToDeadLetters
-
         dead_letters += [unreadable, admitted["refused"] | "Refused" >> ToDeadLetters()]
         dicom_refs, wsi_refs = admitted["admitted"] | "ByKind" >> beam.Partition(_ByKind(), 2)
         if not _cloud_takes_dicom(deid_options):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from apache_beam.io.filesystems import FileSystems
 
 from deid.classify import HEAD_BYTES, classify_head
-from deid.settings import ProfileSettings
+from deid.settings import ProfileSettings, is_glob
 from deid.verify.leaks import (
     LeakHit,
     PhiValue,
@@ -122,7 +122,7 @@ def verify_tree(
 ) -> list[LeakHit]:
     """Re-harvest every input and scan every output; the hits (never the values)."""
     profile = profile or ProfileSettings()
-    input_root = None if any(ch in input_location for ch in "*?[") else input_location
+    input_root = None if is_glob(input_location) else input_location
     harvested = [harvest_input(p, input_root, profile) for p in list_inputs(input_location, output_location)]
     by_sha = {h.sha256: h for h in harvested}
     every_value: frozenset[PhiValue] = frozenset().union(*(h.values for h in harvested)) if harvested else frozenset()

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from deid.errors import InputTooLargeError
+
 READ_CHUNK = 8 * 1024 * 1024
 TMP_DIR = ".tmp"
 # Never let Beam guess compression from a name: inputs are classified by content, not extension.
@@ -53,8 +55,6 @@ def read_all(path: str, max_bytes: int) -> bytes:
         for chunk in iter(lambda: handle.read(READ_CHUNK), b""):
             total += len(chunk)
             if total > max_bytes:
-                from deid.errors import InputTooLargeError
-
                 raise InputTooLargeError(
                     f"input is larger than --max_file_bytes={max_bytes}; raise the limit to process it"
                 )

@@ -81,10 +81,6 @@ class ToDeadLetters(beam.PTransform):
         return bad | beam.ParDo(_ToDeadLetter())
 
 
-def empty(pipeline: beam.Pipeline, label: str) -> beam.PCollection:
-    return pipeline | label >> beam.Create([])
-
-
 def audit_ok(ref: InputRef, outputs: Iterable[str], actions: dict[str, int], **details: object) -> AuditRecord:
     return AuditRecord(
         input_sha256=ref.sha256,

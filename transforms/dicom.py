@@ -11,6 +11,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from deid.classify import InputRef
 from deid.dicom.deidentify import deidentify, mark_pixel_data_cleaned, output_relpath, read_dicom, write_dicom
+from deid.dicom.pixels import redact_dicom_pixels
 from deid.errors import LeakDetectedError
 from deid.keys import DeidKey
 from deid.qa.report import QaEntry, after_thumbnail, before_thumbnail, first_frame
@@ -62,8 +63,6 @@ class _DeidentifyDicomFn(beam.DoFn):
         details: dict[str, object] = {}
         out = result.dataset
         if result.needs_pixel_redaction:
-            from deid.dicom.pixels import redact_dicom_pixels
-
             out, pixel_counts = redact_dicom_pixels(out, _pixel_redaction_config(settings, ref))
             if settings.wsi.redact_text != "off":
                 # Only a text search over every frame justifies BurnedInAnnotation NO; user boxes alone do not.

@@ -11,13 +11,14 @@ from apache_beam.metrics import Metrics
 
 from deid.classify import HEAD_BYTES, InputRef, classify_head
 from deid.errors import InputTooLargeError, InvalidInputError, UnsupportedFormatError
+from deid.settings import is_glob
 from transforms._io import TMP_DIR, sha256_and_head
 from transforms.common import METRICS_NAMESPACE, ToDeadLetters
 
 
 def input_pattern(input_location: str) -> str:
     """A directory (local or gs:// prefix) means everything below it; a glob is used as given."""
-    if any(ch in input_location for ch in "*?["):
+    if is_glob(input_location):
         return input_location
     return input_location.rstrip("/") + "/**"
 

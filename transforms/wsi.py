@@ -34,7 +34,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystem import BeamIOError, CompressionTypes
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
@@ -65,6 +65,7 @@ from deid.wsi.tiles import (
     redact_level0_tile,
     redaction_config,
 )
+from transforms._io import RAW
 from transforms.common import (
     METRICS_NAMESPACE,
     DeidOutputs,
@@ -76,7 +77,6 @@ from transforms.common import (
 from transforms.qa import QA_TAG
 
 _COPY_CHUNK = 8 * 1024 * 1024
-_RAW = CompressionTypes.UNCOMPRESSED
 
 
 class DeidentifyWsi(beam.PTransform):
@@ -168,11 +168,11 @@ class _FileSystemsScratch:
         return f"{self.root}/{name}"
 
     def put(self, name: str, data: bytes) -> None:
-        with FileSystems.create(self._path(name), compression_type=_RAW) as handle:
+        with FileSystems.create(self._path(name), compression_type=RAW) as handle:
             handle.write(data)
 
     def get(self, name: str) -> bytes:
-        with FileSystems.open(self._path(name), compression_type=_RAW) as handle:
+        with FileSystems.open(self._path(name), compression_type=RAW) as handle:
             return handle.read()
 
     def delete(self, name: str) -> None:
@@ -221,7 +221,7 @@ def localize(paths: tuple[str, ...], subtype: str) -> tuple[str, str | None]:
                 raise InvalidInputError("a file of a slide unit lies outside its index file's directory")
             os.makedirs(os.path.dirname(target), exist_ok=True)
             if remote:
-                with FileSystems.open(path, compression_type=_RAW) as src, open(target, "wb") as dst:
+                with FileSystems.open(path, compression_type=RAW) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, _COPY_CHUNK)
             else:
                 os.symlink(os.path.abspath(path), target)
@@ -302,7 +302,7 @@ class _KeyDicomSeries(beam.DoFn):
             return [(ref.group_key, ref)]
         import pydicom
 
-        with FileSystems.open(ref.path, compression_type=_RAW) as handle:
+        with FileSystems.open(ref.path, compression_type=RAW) as handle:
             ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         if not uid:
@@ -552,7 +552,7 @@ class _WriteSlide(beam.DoFn):
 
 
 def _open_input(path: str) -> Any:
-    return FileSystems.open(path, compression_type=_RAW)
+    return FileSystems.open(path, compression_type=RAW)
 
 
 def publish(
@@ -572,7 +572,7 @@ def publish(
             os.makedirs(directory, exist_ok=True)
         with (
             open(os.path.join(local_root, relative), "rb") as src,
-            FileSystems.create(temporary, compression_type=_RAW) as dst,
+            FileSystems.create(temporary, compression_type=RAW) as dst,
         ):
             shutil.copyfileobj(src, dst, _COPY_CHUNK)
         FileSystems.rename([temporary], [final])

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from deid.settings import ProfileSettings, parse_tag
+from deid.settings import ProfileSettings, is_glob, parse_tag
 from deid.verify.tiffwalk import TiffParseError, TiffText, iter_text_tags
 
 MIN_LEN = 4
@@ -345,7 +345,7 @@ def harvest_path(path: str, root: str | None = None) -> frozenset[PhiValue]:
     if root:
         base = root.replace("\\", "/").rstrip("/")
         rel = posix[len(base) :].lstrip("/") if posix.startswith(base + "/") else PurePosixPath(posix).name
-        parts = [p for p in rel.split("/") if p and not any(ch in p for ch in "*?[")]
+        parts = [p for p in rel.split("/") if p and not is_glob(p)]
     else:
         parts = [PurePosixPath(posix).name]
     texts: list[str] = []
