@@ -21,6 +21,7 @@ from deid.dicom.deidentify import (
     mark_pixel_data_cleaned,
     output_relpath,
     read_dicom,
+    read_for_profile,
     write_dicom,
 )
 from deid.dicom.iod_types import attribute_type
@@ -33,6 +34,7 @@ from deid.errors import (
 )
 from deid.keys import DeidKey
 from deid.settings import Limits, ProfileSettings
+from deid.verify.leaks import harvest_dicom, harvest_private_texts
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -319,6 +321,33 @@ def test_no_private_element_survives_by_default() -> None:
     assert not [elem for elem in out.iterall() if elem.tag.is_private]
     assert result.actions["private_removed"] >= 4
     assert f.PHI["PrivateText"] in result.phi_values
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+def test_privates_dropped_unparsed_give_the_same_output_counts_and_values(implicit: bool) -> None:
+    data = f.to_bytes(f.instance(), implicit=implicit)
+    full_ds = read_dicom(data, Limits())
+    full = run(full_ds)
+    fast_ds, stripped = read_for_profile(data, Limits(), BASIC)
+    fast = deidentify(fast_ds, BASIC, KEY, stripped)
+    # The private sequence stays for the normal path (its items are harvested); the rest is dropped.
+    assert [int(e.tag) for e in fast_ds if e.tag.is_private] == [0x00111002]
+    assert stripped.count == len([e for e in full_ds if e.tag.is_private]) - 1
+    assert write_dicom(fast.dataset) == write_dicom(full.dataset)
+    assert fast.actions == full.actions
+    assert f.PHI["PrivateText"] in fast.phi_values
+    harvested = {v.text for v in harvest_dicom(fast_ds, BASIC) | harvest_private_texts(stripped.texts)}
+    assert harvested == {v.text for v in harvest_dicom(full_ds, BASIC)}
+    assert f.PHI["PrivateText"] in harvested
+    if not implicit:  # implicit VR: pydicom reads the uncatalogued private sequence as UN bytes either way
+        assert f.PHI["PrivateSeqText"] in harvested
+
+
+def test_safe_private_reads_every_private_element() -> None:
+    settings = ProfileSettings(retain_safe_private=True, safe_private_tags=("ACME PRIVATE:0011,03",))
+    ds, stripped = read_for_profile(f.to_bytes(f.instance()), Limits(), settings)
+    assert stripped.count == 0 and not stripped.texts
+    assert ds[0x00111001].value == f.PHI["PrivateText"]
 
 
 def test_safe_private_allow_list() -> None:

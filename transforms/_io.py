@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -32,19 +33,23 @@ def write_atomically(output_root: str, relpath: str, data: bytes) -> str:
     with FileSystems.create(staging, mime_type="application/octet-stream", compression_type=RAW) as handle:
         handle.write(data)
     _ensure_parent(final)
-    if FileSystems.exists(final):
-        # Idempotent re-run: same key, same output name, same content; replace it.
-        FileSystems.delete([final])
+    # A re-run with the same key writes the same name: the rename replaces it (os.rename on a
+    # local disk, copy-then-delete on GCS), so readers never see the name missing.
     FileSystems.rename([staging], [final])
     return relpath
+
+
+_made_parents: set[str] = set()
 
 
 def _ensure_parent(path: str) -> None:
     if "://" in path:
         return  # object stores have no directories
-    parent = path.rsplit("/", 1)[0]
-    if parent and not FileSystems.exists(parent):
-        FileSystems.mkdirs(parent)
+    parent = os.path.dirname(path)
+    if parent and parent not in _made_parents:
+        # exist_ok: workers write into the same series directory at the same time.
+        os.makedirs(parent, exist_ok=True)
+        _made_parents.add(parent)
 
 
 def read_all(path: str, max_bytes: int) -> bytes:

@@ -10,14 +10,21 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from deid.classify import InputRef
-from deid.dicom.deidentify import deidentify, mark_pixel_data_cleaned, output_relpath, read_dicom, write_dicom
+from deid.dicom.deidentify import deidentify, mark_pixel_data_cleaned, output_relpath, read_for_profile, write_dicom
 from deid.dicom.pixels import redact_dicom_pixels
 from deid.errors import LeakDetectedError
 from deid.keys import DeidKey
 from deid.qa.report import QaEntry, after_thumbnail, before_thumbnail, first_frame
 from deid.redaction.engine import RedactionConfig
 from deid.settings import RunSettings
-from deid.verify.leaks import harvest_dicom, harvest_path, quarantine_relpath, scan_output, summarize
+from deid.verify.leaks import (
+    harvest_dicom,
+    harvest_path,
+    harvest_private_texts,
+    quarantine_relpath,
+    scan_output,
+    summarize,
+)
 from transforms._io import read_all, write_atomically
 from transforms.common import METRICS_NAMESPACE, DeidOutputs, ToDeadLetters, audit_ok, count_actions, load_run_key
 from transforms.qa import QA_TAG
@@ -52,13 +59,17 @@ class _DeidentifyDicomFn(beam.DoFn):
         settings = self._settings
         clock = _StageClock()
         data = read_all(ref.path, settings.limits.max_file_bytes)
-        dataset = read_dicom(data, settings.limits)
+        dataset, stripped = read_for_profile(data, settings.limits, settings.profile)
         del data
         # Identifying values stay in this worker's memory; they are only used to search the output.
-        values = harvest_dicom(dataset, settings.profile) | harvest_path(ref.path, settings.input_root)
+        values = (
+            harvest_dicom(dataset, settings.profile)
+            | harvest_private_texts(stripped.texts)
+            | harvest_path(ref.path, settings.input_root)
+        )
         before = before_thumbnail_of(dataset) if settings.qa_report else None
         clock.lap("read")
-        result = deidentify(dataset, settings.profile, self._key)
+        result = deidentify(dataset, settings.profile, self._key, stripped)
         actions = dict(result.actions)
         details: dict[str, object] = {}
         out = result.dataset

@@ -70,7 +70,7 @@ class _DeidentifyFn(beam.DoFn):
         self._destination = make_client(self._destination_url, retry=self._retry) if self._destination_url else None
 
     def process(self, element: tuple[InputRef, InstanceKey | None]) -> Iterable[object]:
-        from deid.dicom.deidentify import deidentify, output_relpath, read_dicom, write_dicom
+        from deid.dicom.deidentify import deidentify, output_relpath, read_for_profile, write_dicom
 
         assert self._key is not None
         ref, instance = element
@@ -80,9 +80,9 @@ class _DeidentifyFn(beam.DoFn):
             ref = InputRef(ref.path, len(data), hashlib.sha256(data).hexdigest(), "dicom", "dicom")
         else:
             data = read_all(ref.path, settings.limits.max_file_bytes)
-        dataset = read_dicom(data, settings.limits)
+        dataset, stripped = read_for_profile(data, settings.limits, settings.profile)
         del data
-        result = deidentify(dataset, settings.profile, self._key)
+        result = deidentify(dataset, settings.profile, self._key, stripped)
         actions = dict(result.actions)
         out = result.dataset
         if getattr(result, "needs_pixel_redaction", False):

@@ -94,6 +94,10 @@ TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE", "CS", "AS"
 FREE_TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC"})
 NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "SV", "UV"})
 BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
+# Longer private values are bulk data (thumbnails, raw headers), not names or numbers to search for.
+MAX_PRIVATE_TEXT_BYTES = 64 * 1024
+UNDEFINED_LENGTH = 0xFFFFFFFF
+ITEM_TAG_BYTES = (b"\xfe\xff\x00\xe0", b"\xff\xfe\xe0\x00")  # (FFFE,E000) little and big endian
 MAX_LENGTH = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "PN": 64, "UC": 64, "LT": 64, "ST": 64, "UT": 64}
 
 # Attributes every instance needs (SOP Common, study/series identity, pixel data): --remove may not
@@ -179,8 +183,39 @@ def _tag_text(tag: int) -> str:
     return f"{keyword} {text}" if keyword else text
 
 
+@dataclass(frozen=True)
+class StrippedPrivate:
+    """Private elements dropped while parsing, before pydicom decoded them.
+
+    `texts`: their values read as Latin-1 text (creator elements excluded), so that they can still
+    be searched for in the output and recorded as removed identifying values.
+    """
+
+    count: int = 0
+    texts: tuple[str, ...] = field(default=(), repr=False)
+
+
 def read_dicom(data: bytes, limits: Limits) -> pydicom.Dataset:
     """Parse a DICOM file strictly; every element at every depth is converted before returning."""
+    return _read_dicom(data, limits, None)
+
+
+def read_for_profile(data: bytes, limits: Limits, settings: ProfileSettings) -> tuple[pydicom.Dataset, StrippedPrivate]:
+    """read_dicom, except that private elements the profile will remove anyway are dropped unparsed.
+
+    Without Retain Safe Private every private element is removed, so decoding it (pydicom resolves
+    each one's private creator, the larger part of parsing a typical vendor file) is wasted work and
+    a malformed private value is no reason to refuse the instance. deidentify() takes the returned
+    StrippedPrivate so that the audit still counts those elements.
+    """
+    if settings.retain_safe_private:
+        return _read_dicom(data, limits, None), StrippedPrivate()
+    collected: list[tuple[int, list[str]]] = []
+    ds = _read_dicom(data, limits, collected)
+    return ds, StrippedPrivate(len(collected), tuple(t for _, texts in collected for t in texts))
+
+
+def _read_dicom(data: bytes, limits: Limits, strip_private: list[tuple[int, list[str]]] | None) -> pydicom.Dataset:
     if not data:
         raise InvalidInputError("the input is empty (0 bytes); expected a DICOM file")
     if len(data) > limits.max_file_bytes:
@@ -199,7 +234,7 @@ def read_dicom(data: bytes, limits: Limits) -> pydicom.Dataset:
         # decodes pixels, so the budget check still comes before any pixel-sized allocation.
         ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
         _check_pixel_budget(ds, limits)
-        _force_parse(ds)
+        _force_parse(ds, strip_private)
     except (InvalidInputError, InputTooLargeError):
         raise
     except InvalidDicomError:
@@ -246,15 +281,23 @@ def _check_pixel_budget(ds: Dataset, limits: Limits) -> None:
         )
 
 
-def _force_parse(ds: Dataset) -> None:
-    """Convert every raw element now, so that malformed values fail here and not at write time."""
+def _force_parse(ds: Dataset, strip_private: list[tuple[int, list[str]]] | None = None) -> None:
+    """Convert every raw element now, so that malformed values fail here and not at write time.
+
+    With `strip_private` (a list to append (tag, texts) to), private elements are removed first.
+    """
+    if strip_private is not None:
+        _strip_private(ds, strip_private)
     for tag in list(ds.keys()):
         try:
             elem = ds[tag]
             value = elem.value
             if elem.VR == "SQ":
+                # A private sequence is kept whole (and removed whole by deidentify): its items are
+                # parsed like any other, so that harvest_dicom still finds the values nested in it.
+                inner = None if tag.is_private else strip_private
                 for item in value:
-                    _force_parse(item)
+                    _force_parse(item, inner)
             elif elem.VR == "PN":
                 for one in value if isinstance(value, MultiValue) else [value]:
                     str(one)
@@ -266,6 +309,44 @@ def _force_parse(ds: Dataset) -> None:
                 f"malformed DICOM: element {_tag_text(int(tag))} cannot be parsed ({type(exc).__name__}); "
                 "re-export the file"
             ) from None
+
+
+def _strip_private(ds: Dataset, removed: list[tuple[int, list[str]]]) -> None:
+    for tag, raw in list(ds._dict.items()):
+        if not tag.is_private or _may_be_sequence(raw):
+            continue
+        del ds._dict[tag]
+        texts: list[str] = []
+        # Creator elements (gggg,0010-00FF) name a vendor, not a person.
+        if (tag & 0xFFFF) >= 0x0100:
+            texts = _raw_texts(raw)
+        removed.append((int(tag), texts))
+
+
+def _may_be_sequence(elem: object) -> bool:
+    """Explicit SQ, undefined length, or (implicit VR) a value that starts with an item tag."""
+    if getattr(elem, "VR", None) == "SQ" or getattr(elem, "length", 0) == UNDEFINED_LENGTH:
+        return True
+    value = getattr(elem, "value", None)
+    return isinstance(value, bytes) and value[:4] in ITEM_TAG_BYTES
+
+
+def _raw_texts(elem: object) -> list[str]:
+    """Values of a raw (or already converted) element as text; numbers and bulk data give none."""
+    vr = getattr(elem, "VR", None)
+    value = getattr(elem, "value", None)
+    if vr in NUMERIC_VRS or vr in ("AT", "DS", "IS", "OF", "OD", "OL", "OV", "OW"):
+        return []
+    if isinstance(value, bytes | bytearray | memoryview):
+        if len(value) > MAX_PRIVATE_TEXT_BYTES:
+            return []
+        text = bytes(value).decode("latin-1")
+    elif isinstance(value, str):
+        text = value
+    else:
+        return []
+    parts = (part.strip("\x00 ") for part in text.split("\\"))
+    return [part for part in parts if len(part) >= 3]
 
 
 # --------------------------------------------------------------------------------------- deidentify
@@ -746,8 +827,13 @@ def _method(settings: ProfileSettings, codes: list[str]) -> tuple[list[str], Seq
     return names, Sequence(items)
 
 
-def deidentify(ds: pydicom.Dataset, settings: ProfileSettings, key: DeidKey) -> DicomResult:
-    """Apply the Basic Profile and the options of `settings`; the input dataset is not modified."""
+def deidentify(
+    ds: pydicom.Dataset, settings: ProfileSettings, key: DeidKey, stripped: StrippedPrivate | None = None
+) -> DicomResult:
+    """Apply the Basic Profile and the options of `settings`; the input dataset is not modified.
+
+    `stripped`: what read_for_profile() dropped unparsed, counted and recorded as removed here.
+    """
     sop_class = str(ds.get("SOPClassUID", "") or "").strip()
     meta = getattr(ds, "file_meta", None) or FileMetaDataset()
     if not sop_class:
@@ -790,6 +876,9 @@ def deidentify(ds: pydicom.Dataset, settings: ProfileSettings, key: DeidKey) -> 
         clean_tokens=frozenset(tokens),
         enabled=enabled,
     )
+    if stripped is not None and stripped.count:
+        run.counts["private_removed"] += stripped.count
+        run.phi.update(stripped.texts)
     try:
         out = _process(run, ds, nested=False, deep=False, identity=False)
         codes = ["113100"] + [code for flag, _, code in OPTIONS if getattr(settings, flag)]

@@ -278,6 +278,11 @@ def harvest_dicom(ds: Any, profile: ProfileSettings | None = None) -> frozenset[
     return frozenset(found)
 
 
+def harvest_private_texts(texts: Iterable[str]) -> frozenset[PhiValue]:
+    """Values of private elements that were removed unparsed (deid.dicom.deidentify.read_for_profile)."""
+    return frozenset(_values(texts, "private"))
+
+
 def _harvest_dataset(
     ds: Any, options: set[str], kept_tags: set[int], kept_keywords: set[str], found: set[PhiValue], depth: int
 ) -> None:
@@ -536,12 +541,32 @@ def scan_bytes(data: bytes, values: Iterable[PhiLike], min_len: int = MIN_LEN, r
 
 
 def _scan_decoded(data: bytes, needles: list[_Needle], relpath: str, location: str) -> list[LeakHit]:
-    hits: list[LeakHit] = []
+    return _match_pieces(_decoded_pieces(data, location), needles, relpath)
+
+
+def _decoded_pieces(data: bytes, location: str) -> list[tuple[str, str]]:
     texts = {data.decode("latin-1")}
     for codec in ("utf-8", "utf-16-le", "utf-16-be"):
         texts.add(data.decode(codec, errors="ignore"))
-    for text in texts:
-        hits += scan_text(text, needles, relpath, location)
+    return [(location, text) for text in texts]
+
+
+def _match_pieces(pieces: list[tuple[str, str]], needles: list[_Needle], relpath: str) -> list[LeakHit]:
+    """scan_text over many (location, text) pieces, with one search per needle over all of them.
+
+    Most needles occur nowhere: one find in the joined text rules them out at C speed; only a needle
+    found there is looked for piece by piece, to name its location and apply the word-boundary rule.
+    """
+    if not pieces or not needles:
+        return []
+    folded = [(where, text.casefold()) for where, text in pieces]
+    # Needles never hold NUL (see _clean), so none can match across the separator.
+    joined = "\x00".join(text for _, text in folded)
+    hits: list[LeakHit] = []
+    for needle in needles:
+        if needle.folded not in joined:
+            continue
+        hits += [LeakHit(relpath, needle.value.kind, where) for where, text in folded if _found_in(text, needle)]
     return hits
 
 
@@ -620,45 +645,45 @@ def _scan_dicom_structure(data: BinaryIO, needles: list[_Needle], relpath: str) 
     broken = [w for w in caught if _BROKEN.search(str(w.message))]
     if broken or not ds_elements:
         raise ValueError("output DICOM is truncated or malformed")
+    pieces: list[tuple[str, str]] = []
     hits: list[LeakHit] = []
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
-        hits += _scan_dataset(meta, needles, relpath, "dicom:meta", 0)
-    hits += _scan_dataset(ds, needles, relpath, "dicom", 0)
-    return hits
+        hits += _dataset_pieces(meta, relpath, "dicom:meta", 0, pieces)
+    hits += _dataset_pieces(ds, relpath, "dicom", 0, pieces)
+    return hits + _match_pieces(pieces, needles, relpath)
 
 
-def _scan_dataset(ds: Any, needles: list[_Needle], relpath: str, prefix: str, depth: int) -> list[LeakHit]:
-    hits: list[LeakHit] = []
+def _dataset_pieces(ds: Any, relpath: str, prefix: str, depth: int, pieces: list[tuple[str, str]]) -> list[LeakHit]:
+    """Append (location, text) for every element of `ds` at every depth; returns 'unverifiable' hits."""
     if depth > 64:
         return [LeakHit(relpath, "unverifiable", f"{prefix}:sequence nesting deeper than 64")]
+    hits: list[LeakHit] = []
     for elem in ds:
         tag = int(elem.tag)
         where = f"{prefix}{_tag_text(tag)}"
         if elem.VR == "SQ":
             for index, item in enumerate(elem.value or ()):
-                hits += _scan_dataset(item, needles, relpath, f"{where}[{index}]>", depth + 1)
+                hits += _dataset_pieces(item, relpath, f"{where}[{index}]>", depth + 1, pieces)
             continue
         if tag in PIXEL_DATA_TAGS:
             continue
         value = elem.value
         if isinstance(value, bytes | bytearray):
             if len(value) <= MAX_STRUCTURED_BYTES:
-                hits += _scan_decoded(bytes(value), needles, relpath, where)
+                pieces += _decoded_pieces(bytes(value), where)
             continue
-        for text in _texts_of(elem):
-            hits += scan_text(text, needles, relpath, where)
+        pieces += [(where, text) for text in _texts_of(elem)]
     return hits
 
 
 def _scan_tiff_structure(handle: BinaryIO, needles: list[_Needle], relpath: str) -> list[LeakHit]:
-    hits: list[LeakHit] = []
+    pieces: list[tuple[str, str]] = []
     handle.seek(0)
     item: TiffText
     for item in iter_text_tags(handle):
-        where = f"tiff:ifd{item.ifd}:{item.name}"
-        hits += _scan_decoded(item.data, needles, relpath, where)
-    return hits
+        pieces += _decoded_pieces(item.data, f"tiff:ifd{item.ifd}:{item.name}")
+    return _match_pieces(pieces, needles, relpath)
 
 
 def scan_output(
