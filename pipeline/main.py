@@ -40,7 +40,7 @@ from pipeline.options import DeidOptions
 from transforms.common import DeidOutputs, ToDeadLetters
 from transforms.dicom import DeidentifyDicom
 from transforms.listing import ListInputs, admit
-from transforms.records import WriteJsonLines, WriteLinkage, dead_letter_audit
+from transforms.records import WriteRecords, dead_letter_audit
 
 _LOG = logging.getLogger("deid")
 
@@ -158,17 +158,16 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
         [b.audit for b in branches] + [all_dead | "DeadLetterAudit" >> beam.Map(dead_letter_audit)]
     ) | "AllAudit" >> beam.Flatten()
 
-    _ = audit | "WriteAudit" >> WriteJsonLines(settings.output, "audit")
-    _ = all_dead | "WriteDeadLetters" >> WriteJsonLines(settings.output, "dead_letter")
+    records: dict[str, beam.PCollection] = {"audit": audit, "dead_letter": all_dead}
+    if deid_options.linkage_output:
+        records["linkage"] = [b.linkage for b in branches] | "AllLinkage" >> beam.Flatten()
+    _ = records | "WriteRecords" >> WriteRecords(settings.output, deid_options.linkage_output)
     if settings.qa_report:
         from transforms.qa import WriteQaReport
 
         entries = [b.qa for b in branches if b.qa is not None] or [p | "NoQaEntries" >> beam.Create([])]
         qa = entries | "AllQaEntries" >> beam.Flatten()
         _ = (audit, qa) | "WriteQaReport" >> WriteQaReport(settings.output)
-    if deid_options.linkage_output:
-        linkage = [b.linkage for b in branches] | "AllLinkage" >> beam.Flatten()
-        _ = linkage | "WriteLinkage" >> WriteLinkage(deid_options.linkage_output)
     return PipelineOutputs(audit=audit, dead_letters=all_dead)
 
 

@@ -19,7 +19,7 @@ from deid.errors import InputTooLargeError, InvalidInputError, UnsupportedFormat
 from deid.records import AuditRecord, DeadLetterRecord
 from tests.conftest import BEAM_TEST_ARGS
 from transforms.listing import ListInputs, admit, input_pattern
-from transforms.records import WriteJsonLines, WriteLinkage
+from transforms.records import WriteRecords
 
 
 def _pipeline() -> TestPipeline:
@@ -84,9 +84,12 @@ def test_writers_produce_contract_files(tmp_path: Path) -> None:
     dead = [DeadLetterRecord("a" * 64, "invalid_input", "truncated")]
     linkage = [("uid", "1.2.3", "2.25.9"), ("uid", "1.2.3", "2.25.9"), ("patient_id", "MRN,1", "ABC")]
     with _pipeline() as p:
-        _ = p | "A" >> beam.Create(audit) | "WA" >> WriteJsonLines(str(tmp_path), "audit")
-        _ = p | "D" >> beam.Create(dead) | "WD" >> WriteJsonLines(str(tmp_path), "dead_letter")
-        _ = p | "L" >> beam.Create(linkage) | "WL" >> WriteLinkage(str(tmp_path / "link"))
+        records = {
+            "audit": p | "A" >> beam.Create(audit),
+            "dead_letter": p | "D" >> beam.Create(dead),
+            "linkage": p | "L" >> beam.Create(linkage),
+        }
+        _ = records | WriteRecords(str(tmp_path), str(tmp_path / "link"))
 
     audit_lines = [
         json.loads(line) for f in (tmp_path / "audit").glob("*.jsonl") for line in f.read_text().splitlines()
@@ -97,3 +100,16 @@ def test_writers_produce_contract_files(tmp_path: Path) -> None:
     assert json.loads(dead_file.read_text())["error_kind"] == "invalid_input"
     assert (tmp_path / "link" / "uid_mapping.csv").read_text().splitlines() == ["id_old,id_new", "1.2.3,2.25.9"]
     assert (tmp_path / "link" / "patient_id_mapping.csv").read_text().splitlines() == ["id_old,id_new", '"MRN,1",ABC']
+
+
+def test_writers_write_every_file_when_there_are_no_records(tmp_path: Path) -> None:
+    (tmp_path / "audit").mkdir()
+    (tmp_path / "audit" / "audit-00000-of-00001.jsonl").write_text("stale line from an earlier run\n")
+    with _pipeline() as p:
+        empty = {name: p | f"No_{name}" >> beam.Create([]) for name in ("audit", "dead_letter", "linkage")}
+        _ = empty | WriteRecords(str(tmp_path), str(tmp_path / "link"))
+    assert (tmp_path / "audit" / "audit-00000-of-00001.jsonl").read_bytes() == b""
+    assert (tmp_path / "dead_letter" / "dead_letter-00000-of-00001.jsonl").read_bytes() == b""
+    assert (tmp_path / "link" / "uid_mapping.csv").read_text() == "id_old,id_new\n"
+    assert (tmp_path / "link" / "patient_id_mapping.csv").read_text() == "id_old,id_new\n"
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and ".tmp" in p.parts]

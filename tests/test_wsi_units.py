@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -471,3 +472,56 @@ def test_clearly_background_is_conservative() -> None:
     faint = glass.copy()
     wsi_factory.draw_text(faint, 10, 100, "MRN 1", scale=1.0)
     assert not clearly_background(faint)
+
+
+def test_build_parents_makes_a_block_of_levels_like_one_level_at_a_time(tmp_path: Path) -> None:
+    """Three levels from one group of 64 level-0 tiles: the same records and the same tile bytes."""
+    from deid.wsi.job import tile_tasks
+    from transforms.wsi import _BuildParents, _PrepareSlide, _RedactTiles
+
+    src = tmp_path / "a.svs"
+    wsi_factory.write_aperio_svs(
+        src, 2048, 2048, 256, text_corner=(700, 300), downsamples=(1,), label=False, macro=False
+    )
+    ref = InputRef(str(src), src.stat().st_size, "ab" * 32, "wsi", "tiff")
+    settings = RunSettings(
+        output=str(tmp_path / "out"), key_token=KEY.to_token(), wsi=WsiSettings(redact_text="detect")
+    )
+
+    def level0(root: str) -> tuple[Any, list[TileRecord]]:
+        prepare = _PrepareSlide(settings, root)
+        prepare.setup()
+        (job,) = list(prepare.process(SlideUnit.single(ref)))
+        redact = _RedactTiles(root)
+        redact.setup()
+        records = [r for task in tile_tasks(job) for r in redact.process(task)]
+        redact.teardown()
+        return job, records
+
+    one_root, block_root = str(tmp_path / "one"), str(tmp_path / "block")
+    job, current = level0(one_root)
+    assert len(job.levels) == 4 and any(r.dirty for r in current)
+    one_by_one: list[TileRecord] = []
+    for level in (1, 2, 3):
+        parents = _BuildParents(one_root, level)
+        parents.setup()
+        groups: dict[tuple[int, int], list[TileRecord]] = {}
+        for record in current:
+            groups.setdefault((record.col // 2, record.row // 2), []).append(record)
+        contexts = {job.slide_id: job.context}
+        current = [t for (c, r), g in groups.items() for t in parents.process(((job.slide_id, c, r), g), contexts)]
+        one_by_one += current
+
+    block_job, block_level0 = level0(block_root)
+    block = _BuildParents(block_root, 1, levels=3)
+    block.setup()
+    built = list(block.process(((block_job.slide_id, 0, 0), block_level0), {block_job.slide_id: block_job.context}))
+
+    def comparable(records: list[TileRecord]) -> list[tuple[int, int, int, bool, str]]:
+        return sorted((r.level, r.col, r.row, r.dirty, r.origin) for r in records)
+
+    assert [r.level for r in built].count(1) == 16 and [r.level for r in built].count(3) == 1
+    assert comparable(built) == comparable(one_by_one)
+    one_files = {p.relative_to(one_root): p.read_bytes() for p in Path(one_root).rglob("*") if p.is_file()}
+    block_files = {p.relative_to(block_root): p.read_bytes() for p in Path(block_root).rglob("*") if p.is_file()}
+    assert one_files and one_files == block_files

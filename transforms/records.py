@@ -4,11 +4,37 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from deid.records import AuditRecord, DeadLetterRecord
+from transforms._io import write_atomically
+
+AUDIT_RELPATH = "audit/audit-00000-of-00001.jsonl"
+DEAD_LETTER_RELPATH = "dead_letter/dead_letter-00000-of-00001.jsonl"
+LINKAGE_TABLES = ("uid", "patient_id")
+LINKAGE_HEADER = "id_old,id_new"
+
+
+@dataclass(frozen=True)
+class RecordFile:
+    """One output file of records: ROOT/relpath, lines sorted, optionally a header and no duplicates."""
+
+    root: str
+    relpath: str
+    header: str | None = None
+    distinct: bool = False
+
+
+def record_files(output: str, linkage_prefix: str | None) -> dict[str, RecordFile]:
+    """The files of a run by name: 'audit', 'dead_letter' and, with a linkage prefix, one per table."""
+    files = {"audit": RecordFile(output, AUDIT_RELPATH), "dead_letter": RecordFile(output, DEAD_LETTER_RELPATH)}
+    if linkage_prefix:
+        for table in LINKAGE_TABLES:
+            files[table] = RecordFile(linkage_prefix, f"{table}_mapping.csv", header=LINKAGE_HEADER, distinct=True)
+    return files
 
 
 def _csv_row(old: str, new: str) -> str:
@@ -17,61 +43,61 @@ def _csv_row(old: str, new: str) -> str:
     return buffer.getvalue()
 
 
-class WriteJsonLines(beam.PTransform):
-    """PCollection[AuditRecord | DeadLetterRecord] -> OUTPUT/<folder>/<folder>-00000-of-00001.jsonl.
+def _json_line(record: AuditRecord | DeadLetterRecord, name: str) -> tuple[str, tuple[str, str]]:
+    return name, (record.input_sha256, record.to_json())
 
-    One shard, lines sorted by input_sha256: re-running with the same key overwrites the same file with the same
-    content instead of leaving stale shards beside new ones.
+
+def _linkage_line(row: tuple[str, str, str]) -> tuple[str, tuple[str, str]]:
+    table, old, new = row
+    return table, ("", _csv_row(old, new))
+
+
+def file_body(spec: RecordFile, lines: Iterable[tuple[str, str] | None]) -> bytes:
+    """Sorted (sort key, line) pairs, one per line; None entries (the seeds) are skipped."""
+    items = [item for item in lines if item is not None]
+    ordered = sorted(set(items)) if spec.distinct else sorted(items)
+    text = "".join(f"{line}\n" for _, line in ordered)
+    if spec.header is not None:
+        text = f"{spec.header}\n{text}"
+    return text.encode("utf-8")
+
+
+def _write_file(item: tuple[str, Iterable[tuple[str, str] | None]], files: dict[str, RecordFile]) -> str:
+    name, lines = item
+    spec = files[name]
+    return write_atomically(spec.root, spec.relpath, file_body(spec, lines))
+
+
+class WriteRecords(beam.PTransform):
+    """{'audit': PCollection[AuditRecord], 'dead_letter': PCollection[DeadLetterRecord],
+    'linkage': PCollection[(table, id_old, id_new)] (only with a linkage prefix)} -> the record files.
+
+    Every file is written whole, atomically, with its lines sorted (audit and dead letters by
+    input_sha256), so that a re-run with the same key rewrites the same bytes; empty files are
+    written too. All files go through one GroupByKey: each is gathered on one worker, a few hundred
+    bytes per input, fine for millions of inputs. Returns PCollection[str] of the relpaths written.
     """
 
-    def __init__(self, output: str, folder: str) -> None:
+    def __init__(self, output: str, linkage_prefix: str | None = None) -> None:
         super().__init__()
-        self._prefix = FileSystems.join(output, folder, folder)
+        self._files = record_files(output, linkage_prefix)
 
-    def expand(self, records: beam.PCollection) -> beam.pvalue.PDone:
+    def expand(self, pcolls: dict[str, beam.PCollection]) -> beam.PCollection:
+        files = self._files
+        keyed = [
+            pcolls["audit"] | "KeyAudit" >> beam.Map(_json_line, "audit"),
+            pcolls["dead_letter"] | "KeyDeadLetters" >> beam.Map(_json_line, "dead_letter"),
+        ]
+        if "uid" in files:
+            keyed.append(pcolls["linkage"] | "KeyLinkage" >> beam.Map(_linkage_line))
+        # One None per file, so that a file with no records is still written (empty, or just a header).
+        seeds = pcolls["audit"].pipeline | "EveryFile" >> beam.Create([(name, None) for name in files])
         return (
-            records
-            | "ToJson" >> beam.Map(lambda r: (r.input_sha256, r.to_json()))
-            | "Sort" >> _SortedLines()
-            | "DropKey" >> beam.Map(lambda keyed: keyed[1])
-            | "Write" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl", num_shards=1)
+            [*keyed, seeds]
+            | "AllLines" >> beam.Flatten()
+            | "ByFile" >> beam.GroupByKey()
+            | "WriteFiles" >> beam.Map(_write_file, files)
         )
-
-
-class _SortedLines(beam.PTransform):
-    """Global sort of small records (audit lines are a few hundred bytes per input).
-
-    One list in one worker: fine for millions of inputs, the price of byte-identical re-runs.
-    """
-
-    def expand(self, lines: beam.PCollection) -> beam.PCollection:
-        return lines | beam.combiners.ToList() | beam.FlatMap(sorted)
-
-
-class WriteLinkage(beam.PTransform):
-    """PCollection[(table, id_old, id_new)] -> PREFIX/uid_mapping.csv and PREFIX/patient_id_mapping.csv."""
-
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self._prefix = prefix
-
-    def expand(self, rows: beam.PCollection) -> None:
-        unique = rows | "Distinct" >> beam.Distinct()
-        for table in ("uid", "patient_id"):
-            (
-                unique
-                | f"Only_{table}" >> beam.Filter(lambda row, t=table: row[0] == t)
-                | f"Csv_{table}" >> beam.Map(lambda row: _csv_row(row[1], row[2]))
-                | f"Sort_{table}" >> _SortedLines()
-                | f"Write_{table}"
-                >> beam.io.WriteToText(
-                    FileSystems.join(self._prefix, f"{table}_mapping"),
-                    file_name_suffix=".csv",
-                    shard_name_template="",
-                    num_shards=1,
-                    header="id_old,id_new",
-                )
-            )
 
 
 def dead_letter_audit(record: DeadLetterRecord) -> AuditRecord:

@@ -9,8 +9,11 @@ Stages (all elements are small; pixels wait in scratch storage):
 3. The job fans out into `TileBand`s (blocks of up to 16 rows x 8 columns of level-0 tiles), reshuffled over
    workers; `_RedactTiles` redacts each tile of a band on its overlapped window, read through a
    per-reader cache of decoded tiles (each tile decoded once), and emits a `TileRecord` per tile.
-4. For each further level, records are grouped by parent coordinate and `_BuildParents` makes the
-   parent tile from its 2x2 children (a fixed number of stages; slides with fewer levels just stop).
+4. The further levels are built PYRAMID_LEVELS_PER_STAGE at a time: records are grouped by their
+   ancestor that many levels up, and `_BuildParents` makes each parent from its 2x2 children, level
+   after level inside the block (a fixed number of stages, since the level count is known only at
+   run time; slides with fewer levels just stop). Fewer, larger groups than one stage per level: each
+   stage costs every run a bundle round trip, even with no slides.
 5. `_WriteSlide` joins a job with all its records, streams the TIFF and/or DICOM output to a local
    file, re-harvests the input's identifying values (tags and path only) and searches every staged
    output for them (`deid.wsi.leakcheck`), then copies each output under OUTPUT with a temporary
@@ -77,6 +80,9 @@ from transforms.common import (
 from transforms.qa import QA_TAG
 
 _COPY_CHUNK = 8 * 1024 * 1024
+# Pyramid levels built per stage (see the module docstring): 15 levels take 5 stages, and a block
+# at level 0 is 8x8 tiles, small enough to keep a large slide's level 1 spread over many workers.
+PYRAMID_LEVELS_PER_STAGE = 3
 
 
 class DeidentifyWsi(beam.PTransform):
@@ -120,14 +126,17 @@ class DeidentifyWsi(beam.PTransform):
         level0 = bands | "RedactTiles" >> beam.ParDo(_RedactTiles(scratch_root))
         levels = [level0]
         current = level0
-        for level in range(1, MAX_PYRAMID_LEVELS):
-            current = (
+        for first in range(1, MAX_PYRAMID_LEVELS, PYRAMID_LEVELS_PER_STAGE):
+            count = min(PYRAMID_LEVELS_PER_STAGE, MAX_PYRAMID_LEVELS - first)
+            built = (
                 current
-                | f"ToParent{level}" >> beam.FlatMap(_parent_key)
-                | f"GroupParent{level}" >> beam.GroupByKey()
-                | f"BuildLevel{level}" >> beam.ParDo(_BuildParents(scratch_root, level), contexts)
+                | f"ToBlock{first}" >> beam.FlatMap(_ancestor_key, count)
+                | f"GroupBlock{first}" >> beam.GroupByKey()
+                | f"BuildLevels{first}" >> beam.ParDo(_BuildParents(scratch_root, first, count), contexts)
             )
-            levels.append(current)
+            levels.append(built)
+            top = first + count - 1
+            current = built | f"TopOfBlock{first}" >> beam.Filter(lambda record, top=top: record.level == top)
         records = (
             levels | "AllTiles" >> beam.Flatten() | "TilesBySlide" >> beam.Map(lambda record: (record.slide_id, record))
         )
@@ -273,9 +282,10 @@ def _by_subtype(ref: InputRef, _partitions: int) -> int:
     return 0 if ref.subtype == "dicom-wsi" else 1
 
 
-def _parent_key(record: TileRecord) -> Iterator[tuple[tuple[str, int, int], TileRecord]]:
+def _ancestor_key(record: TileRecord, levels: int) -> Iterator[tuple[tuple[str, int, int], TileRecord]]:
+    """Key a tile by its ancestor `levels` levels up (its parent when levels is 1)."""
     if record.has_parent:
-        yield (record.slide_id, record.col // 2, record.row // 2), record
+        yield (record.slide_id, record.col >> levels, record.row >> levels), record
 
 
 def _job_with_records(item: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[tuple[SlideJob, list[TileRecord]]]:
@@ -422,11 +432,18 @@ class _RedactTiles(beam.DoFn):
 
 
 class _BuildParents(beam.DoFn):
-    """((slide_id, col, row), [child TileRecord]) -> TileRecord of the next level."""
+    """((slide_id, block col, block row), [TileRecord of level first-1]) -> TileRecords of levels
+    first .. first+levels-1.
 
-    def __init__(self, scratch_root: str, level: int) -> None:
+    A block holds the descendants (up to 4**levels tiles) of one tile `levels` levels up; parents are
+    built level after level from their 2x2 children, each read back from scratch, so memory holds a
+    few tiles whatever the block size.
+    """
+
+    def __init__(self, scratch_root: str, first: int, levels: int = 1) -> None:
         self._scratch_root = scratch_root
-        self._level = level
+        self._first = first
+        self._levels = levels
 
     def setup(self) -> None:
         self._scratch = make_scratch(self._scratch_root)
@@ -434,11 +451,22 @@ class _BuildParents(beam.DoFn):
     def process(
         self, item: tuple[tuple[str, int, int], Iterable[TileRecord]], contexts: dict[str, TileContext]
     ) -> Iterator[TileRecord]:
-        (slide_id, col, row), children = item
+        (slide_id, _col, _row), children = item
         context = contexts.get(slide_id)
         # Without a context the slide's job failed and nothing will be written for it.
-        if context is not None:
-            yield build_parent(context, self._level, col, row, list(children), self._scratch)
+        if context is None:
+            return
+        current = list(children)
+        for level in range(self._first, self._first + self._levels):
+            by_parent: dict[tuple[int, int], list[TileRecord]] = {}
+            for record in current:
+                if record.has_parent:
+                    by_parent.setdefault((record.col // 2, record.row // 2), []).append(record)
+            current = [
+                build_parent(context, level, col, row, group, self._scratch)
+                for (col, row), group in sorted(by_parent.items())
+            ]
+            yield from current
 
 
 class _WriteSlide(beam.DoFn):
