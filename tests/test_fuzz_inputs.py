@@ -95,19 +95,24 @@ def _mutate(mutation: tuple) -> bytes:  # type: ignore[type-arg]
 
 def _process_dicom(data: bytes) -> str:
     """The DICOM branch's entry points in order; 'ok', 'not-dicom' or the DeidError kind."""
-    from deid.dicom.deidentify import deidentify, output_relpath, read_dicom, write_dicom
+    from deid.dicom.deidentify import deidentify, output_relpath, read_dicom, read_for_profile, write_dicom
 
     kind, _subtype = classify_head(data[:HEAD_BYTES])
     if kind != "dicom":
         return f"classified-{kind}"
-    try:
-        ds = read_dicom(data, LIMITS)
-        result = deidentify(ds, ProfileSettings(), KEY)
-        write_dicom(result.dataset)
-        output_relpath(result.dataset)
-    except DeidError as exc:
-        return exc.error_kind
-    return "ok"
+    outcomes = []
+    # The strict reader, and the pipeline's (private elements dropped unparsed).
+    for read in (lambda: (read_dicom(data, LIMITS), None), lambda: read_for_profile(data, LIMITS, ProfileSettings())):
+        try:
+            ds, stripped = read()
+            result = deidentify(ds, ProfileSettings(), KEY, stripped)
+            write_dicom(result.dataset)
+            output_relpath(result.dataset)
+        except DeidError as exc:
+            outcomes.append(exc.error_kind)
+        else:
+            outcomes.append("ok")
+    return "/".join(outcomes)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)

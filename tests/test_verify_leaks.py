@@ -238,3 +238,40 @@ def test_one_word_lowercase_names_are_descriptive_but_names_with_capitals_are_no
     assert "truncated.dcm" in plain  # the whole name, extension and all, still counts
     named = {v.text for v in harvest_path("/in/slides/DOE_JANE_slide.svs", "/in")}
     assert {"DOE_JANE_slide", "JANE"} <= named  # (3-letter tokens are too short to search for)
+
+
+def _short_value_dataset(charset: str | None, name: str) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPInstanceUID = "2.25.77"
+    if charset:
+        ds.SpecificCharacterSet = charset.split("\\") if "\\" in charset else charset
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = "2.25.77"
+    ds.PatientID = "QX7Z1"  # too short for the raw byte rule: only the structured scan finds it
+    ds.Rows = 2
+    item = Dataset()
+    item.PatientName = name
+    ds.OtherPatientIDsSequence = [item]
+    return ds
+
+
+@pytest.mark.parametrize(
+    "syntax", [pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRBigEndian]
+)
+@pytest.mark.parametrize(
+    ("charset", "name"),
+    [(None, "Qzor^Vex"), ("ISO_IR 192", "Åqzør^Vëx"), ("\\ISO 2022 IR 87", "Yamada^Tarou=山田太郎^花")],
+    ids=["default", "utf8", "iso2022"],
+)
+def test_structured_scan_finds_short_values_in_every_encoding(syntax: str, charset: str | None, name: str) -> None:
+    ds = _short_value_dataset(charset, name)
+    ds.file_meta.TransferSyntaxUID = syntax
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    family = name.split("=")[-1].split("^")[0]
+    hits = scan_output(buffer.getvalue(), "dicom/x.dcm", [PhiValue("QX7Z1", "PatientID"), PhiValue(family, "name")])
+    locations = {(h.value_kind, h.location) for h in hits}
+    assert ("PatientID", "dicom(0010,0020)") in locations
+    assert ("name", "dicom(0010,1002)[0]>(0010,0010)") in locations

@@ -74,6 +74,10 @@ warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
 _PYDICOM_LOGGER = logging.getLogger("pydicom")
 _PYDICOM_LOGGER.setLevel(logging.CRITICAL + 1)
 _PYDICOM_LOGGER.propagate = False
+# Value validation (VR length and character rules) only ever warns in pydicom's default mode, and those
+# warnings are silenced above, so it costs time for nothing; structural damage is still refused by
+# check_structure() and the full parse in read_dicom().
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 ACTION_NAMES = ("removed", "emptied", "replaced", "dates_shifted", "uids_remapped", "private_removed",
                 "cleaned", "kept")

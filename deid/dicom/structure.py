@@ -48,22 +48,33 @@ def _bad(message: str) -> InvalidInputError:
     return InvalidInputError(f"malformed DICOM: {message}; the file is damaged or not DICOM, re-export it")
 
 
+_U16 = {True: struct.Struct("<H").unpack_from, False: struct.Struct(">H").unpack_from}
+_U32 = {True: struct.Struct("<I").unpack_from, False: struct.Struct(">I").unpack_from}
+_TAG = {True: struct.Struct("<HH").unpack_from, False: struct.Struct(">HH").unpack_from}
+
+
 @dataclass
 class _Walker:
     data: bytes
     explicit: bool
     little: bool
 
+    def __post_init__(self) -> None:
+        self._unpack16 = _U16[self.little]
+        self._unpack32 = _U32[self.little]
+        self._unpack_tag = _TAG[self.little]
+
     def _u16(self, offset: int) -> int:
-        return int(struct.unpack_from("<H" if self.little else ">H", self.data, offset)[0])
+        return int(self._unpack16(self.data, offset)[0])
 
     def _u32(self, offset: int) -> int:
-        return int(struct.unpack_from("<I" if self.little else ">I", self.data, offset)[0])
+        return int(self._unpack32(self.data, offset)[0])
 
     def _tag(self, offset: int, end: int) -> int:
         if offset + 4 > end:
             raise _bad(f"truncated element header at offset {offset}")
-        return (self._u16(offset) << 16) | self._u16(offset + 2)
+        group, element = self._unpack_tag(self.data, offset)
+        return int((group << 16) | element)
 
     def dataset(self, offset: int, end: int, depth: int, until_delimiter: bool) -> int:
         """Walk elements from `offset`; return the offset after the dataset (after E00D if delimited)."""

@@ -461,16 +461,25 @@ class _Needle:
     raw: tuple[bytes, ...]
 
 
+_DIGIT_BITS = math.log2(256 / 10)  # the fewest bits a character can carry here
+_ALPHA_BITS = math.log2(256 / 2)
+
+
 def _bits(text: str) -> float:
     bits = 0.0
     for ch in text:
         if ch.isdigit():
-            bits += math.log2(256 / 10)
+            bits += _DIGIT_BITS
         elif ch.isalpha():
-            bits += math.log2(256 / 2)
+            bits += _ALPHA_BITS
         else:
             bits += 8.0
     return bits
+
+
+def _raw_searchable(text: str) -> bool:
+    """At least RAW_MIN_BITS bits; long values are, whatever their characters."""
+    return len(text) * _DIGIT_BITS >= RAW_MIN_BITS or _bits(text) >= RAW_MIN_BITS
 
 
 def _needles(values: Iterable[PhiLike]) -> list[_Needle]:
@@ -478,7 +487,7 @@ def _needles(values: Iterable[PhiLike]) -> list[_Needle]:
     for value in as_values(values):
         folded = value.text.casefold()
         raw: tuple[bytes, ...] = ()
-        if _bits(folded) >= RAW_MIN_BITS:
+        if _raw_searchable(folded):
             if folded.isascii():
                 # UTF-16 text of ASCII is found in the de-interleaved halves of the data (see
                 # _scan_raw), so the pattern is plain ASCII: no NUL bytes to slow the search down.
@@ -638,35 +647,73 @@ def _scan_dicom_structure(data: BinaryIO, needles: list[_Needle], relpath: str) 
     import pydicom
 
     data.seek(0)
+    pieces: list[tuple[str, str]] = []
+    hits: list[LeakHit] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = pydicom.dcmread(data, force=True)
-        ds_elements = list(ds)  # parse every top-level element now
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None:
+            hits += _dataset_pieces(meta, relpath, "dicom:meta", 0, pieces)
+        hits += _dataset_pieces(ds, relpath, "dicom", 0, pieces)
     broken = [w for w in caught if _BROKEN.search(str(w.message))]
-    if broken or not ds_elements:
+    if broken or not ds._dict:
         raise ValueError("output DICOM is truncated or malformed")
-    pieces: list[tuple[str, str]] = []
-    hits: list[LeakHit] = []
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None:
-        hits += _dataset_pieces(meta, relpath, "dicom:meta", 0, pieces)
-    hits += _dataset_pieces(ds, relpath, "dicom", 0, pieces)
     return hits + _match_pieces(pieces, needles, relpath)
 
 
+# VRs whose values are numbers (pydicom gives int/float, which carry no identifying text here).
+_NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "SV", "UV", "AT", "DS", "IS"})
+# Python codecs that decode every DICOM value the way pydicom does for a single-valued character set.
+_PLAIN_CODECS = frozenset({"iso8859", "latin_1", "iso8859_1", "utf_8", "ascii"})
+
+
+def _plain_codec(ds: Any) -> str | None:
+    """The one Python codec of `ds`'s character set when it is that simple (no ISO 2022 switching)."""
+    try:
+        encodings = ds._character_set
+    except (AttributeError, LookupError, ValueError):
+        return None
+    if isinstance(encodings, str):
+        encodings = [encodings]
+    if len(encodings) != 1:
+        return None
+    codec = str(encodings[0]).lower().replace("-", "_")
+    return codec if codec in _PLAIN_CODECS else None
+
+
 def _dataset_pieces(ds: Any, relpath: str, prefix: str, depth: int, pieces: list[tuple[str, str]]) -> list[LeakHit]:
-    """Append (location, text) for every element of `ds` at every depth; returns 'unverifiable' hits."""
+    """Append (location, text) for every element of `ds` at every depth; returns 'unverifiable' hits.
+
+    Text values still in their raw form are decoded here directly when the character set is a plain
+    one: pydicom's per-element conversion would cost more than the search. Sequences, and anything
+    else, go through pydicom.
+    """
     if depth > 64:
         return [LeakHit(relpath, "unverifiable", f"{prefix}:sequence nesting deeper than 64")]
     hits: list[LeakHit] = []
-    for elem in ds:
-        tag = int(elem.tag)
+    codec = _plain_codec(ds)
+    for tag in list(ds._dict):
+        tag = int(tag)
+        if tag in PIXEL_DATA_TAGS:
+            continue
         where = f"{prefix}{_tag_text(tag)}"
+        raw = ds._dict[tag]
+        value = getattr(raw, "value", None)
+        vr = raw.VR
+        if vr is None and getattr(raw, "is_raw", False) and raw.length != 0xFFFFFFFF:
+            vr = _dictionary_vr(tag)
+        if getattr(raw, "is_raw", False) and isinstance(value, bytes) and vr not in (None, "SQ", "UN"):
+            if vr in _NUMBER_VRS:
+                continue
+            if vr in _TEXT_VRS and codec is not None:
+                text = value.decode(codec, errors="replace")
+                pieces += [(where, part.strip("\x00 ")) for part in text.split("\\") if part.strip("\x00 ")]
+                continue
+        elem = ds[tag]
         if elem.VR == "SQ":
             for index, item in enumerate(elem.value or ()):
                 hits += _dataset_pieces(item, relpath, f"{where}[{index}]>", depth + 1, pieces)
-            continue
-        if tag in PIXEL_DATA_TAGS:
             continue
         value = elem.value
         if isinstance(value, bytes | bytearray):
@@ -675,6 +722,16 @@ def _dataset_pieces(ds: Any, relpath: str, prefix: str, depth: int, pieces: list
             continue
         pieces += [(where, text) for text in _texts_of(elem)]
     return hits
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    from pydicom.datadict import dictionary_VR
+
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return None
+    return None if " or " in vr else vr
 
 
 def _scan_tiff_structure(handle: BinaryIO, needles: list[_Needle], relpath: str) -> list[LeakHit]:
