@@ -14,6 +14,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from deid.dicom import deidentify as deidentify_module
 from deid.dicom import profile_table
 from deid.dicom.deidentify import (
     DicomResult,
@@ -323,8 +324,13 @@ def test_no_private_element_survives_by_default() -> None:
     assert f.PHI["PrivateText"] in result.phi_values
 
 
+@pytest.mark.parametrize("cut_from_bytes", [True, False], ids=["cut-from-bytes", "stripped-after-parse"])
 @pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
-def test_privates_dropped_unparsed_give_the_same_output_counts_and_values(implicit: bool) -> None:
+def test_privates_dropped_unparsed_give_the_same_output_counts_and_values(
+    implicit: bool, cut_from_bytes: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not cut_from_bytes:  # the path of files over MAX_FILTERED_BYTES
+        monkeypatch.setattr(deidentify_module, "MAX_FILTERED_BYTES", 0)
     data = f.to_bytes(f.instance(), implicit=implicit)
     full_ds = read_dicom(data, Limits())
     full = run(full_ds)

@@ -57,7 +57,7 @@ from deid.classify import looks_like_raw_dicom
 from deid.dicom import profile_table
 from deid.dicom.iod_types import attribute_type, known_iod
 from deid.dicom.profile_model import ProfileRow
-from deid.dicom.structure import check_structure
+from deid.dicom.structure import DatasetLayout, check_structure, dataset_layout
 from deid.errors import (
     BurnedInAnnotationError,
     InputTooLargeError,
@@ -101,6 +101,9 @@ BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 # Longer private values are bulk data (thumbnails, raw headers), not names or numbers to search for.
 MAX_PRIVATE_TEXT_BYTES = 64 * 1024
 UNDEFINED_LENGTH = 0xFFFFFFFF
+# Up to this size a file's top-level private elements are cut from the bytes before pydicom reads
+# them (one more copy of the file); larger files, pixel data mostly, are stripped after parsing.
+MAX_FILTERED_BYTES = 64 * 1024 * 1024
 ITEM_TAG_BYTES = (b"\xfe\xff\x00\xe0", b"\xff\xfe\xe0\x00")  # (FFFE,E000) little and big endian
 MAX_LENGTH = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "PN": 64, "UC": 64, "LT": 64, "ST": 64, "UT": 64}
 
@@ -232,7 +235,12 @@ def _read_dicom(data: bytes, limits: Limits, strip_private: list[tuple[int, list
             "not DICOM: no 'DICM' marker at offset 128 and no dataset at offset 0; check that the input "
             "is a DICOM Part 10 file"
         )
-    check_structure(data, has_preamble)
+    if strip_private is not None and len(data) <= MAX_FILTERED_BYTES:
+        layout = dataset_layout(data, has_preamble)
+        if layout is not None:
+            data = _without_private(data, layout, strip_private)
+    else:
+        check_structure(data, has_preamble)
     try:
         # One parse: the bytes are already in memory (bounded by max_file_bytes), and nothing below
         # decodes pixels, so the budget check still comes before any pixel-sized allocation.
@@ -315,30 +323,48 @@ def _force_parse(ds: Dataset, strip_private: list[tuple[int, list[str]]] | None 
             ) from None
 
 
+def _without_private(data: bytes, layout: DatasetLayout, removed: list[tuple[int, list[str]]]) -> bytes:
+    """`data` without its top-level private elements (sequences aside): pydicom never sees them."""
+    kept: list[bytes] = []
+    position = 0
+    for span in layout.private:
+        value = data[span.value_start : span.end]
+        if _may_be_sequence(span.vr, span.undefined_length, value):
+            continue
+        kept.append(data[position : span.start])
+        position = span.end
+        removed.append((span.tag, _private_texts(span.tag, span.vr, value)))
+    if not kept:
+        return data
+    kept.append(data[position:])
+    return b"".join(kept)
+
+
 def _strip_private(ds: Dataset, removed: list[tuple[int, list[str]]]) -> None:
     for tag, raw in list(ds._dict.items()):
-        if not tag.is_private or _may_be_sequence(raw):
+        if not tag.is_private:
+            continue
+        value = getattr(raw, "value", None)
+        if _may_be_sequence(raw.VR, getattr(raw, "length", 0) == UNDEFINED_LENGTH, value):
             continue
         del ds._dict[tag]
-        texts: list[str] = []
-        # Creator elements (gggg,0010-00FF) name a vendor, not a person.
-        if (tag & 0xFFFF) >= 0x0100:
-            texts = _raw_texts(raw)
-        removed.append((int(tag), texts))
+        removed.append((int(tag), _private_texts(int(tag), raw.VR, value)))
 
 
-def _may_be_sequence(elem: object) -> bool:
+def _may_be_sequence(vr: str | None, undefined_length: bool, value: object) -> bool:
     """Explicit SQ, undefined length, or (implicit VR) a value that starts with an item tag."""
-    if getattr(elem, "VR", None) == "SQ" or getattr(elem, "length", 0) == UNDEFINED_LENGTH:
+    if vr == "SQ" or undefined_length:
         return True
-    value = getattr(elem, "value", None)
     return isinstance(value, bytes) and value[:4] in ITEM_TAG_BYTES
 
 
-def _raw_texts(elem: object) -> list[str]:
+def _private_texts(tag: int, vr: str | None, value: object) -> list[str]:
+    # Creator elements (gggg,0010-00FF) name a vendor, not a person.
+    return _raw_texts(vr, value) if (tag & 0xFFFF) >= 0x0100 else []
+
+
+def _raw_texts(vr: str | None, value: object) -> list[str]:
     """Values of a raw (or already converted) element as text; numbers and bulk data give none."""
-    vr = getattr(elem, "VR", None)
-    value = getattr(elem, "value", None)
     if vr in NUMERIC_VRS or vr in ("AT", "DS", "IS", "OF", "OD", "OL", "OV", "OW"):
         return []
     if isinstance(value, bytes | bytearray | memoryview):

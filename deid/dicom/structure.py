@@ -76,8 +76,13 @@ class _Walker:
         group, element = self._unpack_tag(self.data, offset)
         return int((group << 16) | element)
 
-    def dataset(self, offset: int, end: int, depth: int, until_delimiter: bool) -> int:
-        """Walk elements from `offset`; return the offset after the dataset (after E00D if delimited)."""
+    def dataset(
+        self, offset: int, end: int, depth: int, until_delimiter: bool, spans: list[ElementSpan] | None = None
+    ) -> int:
+        """Walk elements from `offset`; return the offset after the dataset (after E00D if delimited).
+
+        `spans`: a list to append each private element of this (top) level to.
+        """
         if depth > MAX_DEPTH:
             raise _bad(f"sequences nested deeper than {MAX_DEPTH} levels at offset {offset}")
         while offset < end:
@@ -88,7 +93,10 @@ class _Walker:
                 return offset + 8
             if tag in (ITEM, SEQUENCE_END):
                 raise _bad(f"unexpected item or sequence tag {_tag_text(tag)} at offset {offset}")
+            start = offset
             offset = self.element(offset, end, depth)
+            if spans is not None and (tag >> 16) & 1:
+                spans.append(self._span(tag, start, offset))
         if until_delimiter:
             raise _bad("an item of undefined length has no item delimiter (truncated file?)")
         return offset
@@ -137,6 +145,16 @@ class _Walker:
         if vr == "SQ":
             self.sequence(value, value + length, depth, value + length)
         return value + length
+
+    def _span(self, tag: int, start: int, end: int) -> ElementSpan:
+        if self.explicit:
+            vr: str | None = self.data[start + 4 : start + 6].decode("latin-1")
+            long_form = vr in LONG_VRS
+            length = self._u32(start + 8) if long_form else self._u16(start + 6)
+            value = start + (12 if long_form else 8)
+        else:
+            vr, length, value = None, self._u32(start + 4), start + 8
+        return ElementSpan(tag, start, end, vr, value, length == UNDEFINED)
 
     def _implicit_vr(self, tag: int) -> str:
         if tag >> 16 == 0xFFFE:
@@ -205,12 +223,50 @@ def _meta_transfer_syntax(data: bytes, offset: int) -> tuple[str | None, int]:
     return syntax, offset
 
 
+@dataclass(frozen=True)
+class ElementSpan:
+    """Where one element of a dataset lies in the stream."""
+
+    tag: int
+    start: int  # offset of the tag
+    end: int  # offset after the value (after the delimiter for undefined lengths)
+    vr: str | None  # None in implicit VR
+    value_start: int
+    undefined_length: bool
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """Where a Part 10 stream's dataset starts, and its top-level private elements in file order."""
+
+    dataset_start: int
+    private: tuple[ElementSpan, ...]
+
+
 def check_structure(data: bytes, has_preamble: bool) -> None:
     """Raise InvalidInputError unless `data` is a structurally sound DICOM stream."""
+    _check(data, has_preamble, None)
+
+
+def dataset_layout(data: bytes, has_preamble: bool) -> DatasetLayout | None:
+    """check_structure(), and where the dataset and its top-level private elements lie in `data`.
+
+    None for a deflated dataset, whose elements lie in the inflated stream rather than in `data`.
+    """
+    spans: list[ElementSpan] = []
+    start = _check(data, has_preamble, spans)
+    return None if start is None else DatasetLayout(start, tuple(spans))
+
+
+def _check(data: bytes, has_preamble: bool, spans: list[ElementSpan] | None) -> int | None:
+    """The walk of check_structure; returns the offset where the dataset starts (None if deflated)."""
     offset = 132 if has_preamble else 0
     syntax, offset = _meta_transfer_syntax(data, offset)
     body = data
+    dataset_start: int | None = offset
     if syntax in DEFLATED:
+        dataset_start = None
+        spans = None
         try:
             inflater = zlib.decompressobj(-zlib.MAX_WBITS)
             body = inflater.decompress(data[offset:])
@@ -230,6 +286,7 @@ def check_structure(data: bytes, has_preamble: bool) -> None:
     else:
         little = syntax != EXPLICIT_BE
     walker = _Walker(body, explicit=explicit, little=little)
-    end = walker.dataset(offset, len(body), 0, until_delimiter=False)
+    end = walker.dataset(offset, len(body), 0, until_delimiter=False, spans=spans)
     if end != len(body):
         raise _bad(f"{len(body) - end} stray bytes after the dataset")
+    return dataset_start
