@@ -137,7 +137,9 @@ def main(target: str) -> None:
     us = _dataset(UltrasoundImageStorage, PATIENTS[0], generate_uid(), generate_uid(), 99)
     pydicom.dcmwrite(inputs / "studies" / "us_with_burned_in_text.dcm", us, enforce_file_format=True)
     good = (inputs / "studies" / "p0_s0_1.img").read_bytes()
-    (inputs / "misc" / "truncated.dcm").write_bytes(good[: len(good) // 3])
+    # Cut inside the last element (the pixel data), so that the file is always damaged: a cut at a
+    # fixed fraction could fall on an element boundary and leave a shorter but valid instance.
+    (inputs / "misc" / "truncated.dcm").write_bytes(good[: len(good) - 7])
     (inputs / "misc" / "notes.txt").write_text("not an image\n")
     (inputs / "misc" / "empty.dcm").write_bytes(b"")
     _slide(inputs / "slides" / "DOE_JANE_slide.svs")
