@@ -290,20 +290,21 @@ def _harvest_dataset(
         return
     for elem in ds:  # this level; sequences recurse below
         tag = int(elem.tag)
+        vr = elem.VR
+        private = bool((tag >> 16) & 1)
+        if not private and vr != "SQ" and vr not in _HARVEST_VRS:
+            continue  # numbers, codes, binary: the cheap test first, most elements stop here
         keyword = elem.keyword or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
         if tag in kept_tags or keyword in kept_keywords:
             continue
-        if elem.VR == "SQ":
+        if vr == "SQ":
             for item in elem.value or ():
                 _harvest_dataset(item, options, kept_tags, kept_keywords, found, depth + 1)
             continue
-        private = bool((tag >> 16) & 1)
         if private:
             if (tag & 0xFFFF) < 0x0100 or "safe_private" in options:
                 continue  # private creator strings name a vendor, not a person
             found |= _values(_texts_of(elem), "private")
-            continue
-        if elem.VR not in _HARVEST_VRS:
             continue
         if not _harvest_action(_profile_action(tag, options), options):
             continue
