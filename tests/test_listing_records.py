@@ -113,3 +113,17 @@ def test_writers_write_every_file_when_there_are_no_records(tmp_path: Path) -> N
     assert (tmp_path / "link" / "uid_mapping.csv").read_text() == "id_old,id_new\n"
     assert (tmp_path / "link" / "patient_id_mapping.csv").read_text() == "id_old,id_new\n"
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and ".tmp" in p.parts]
+
+
+def test_atomic_write_survives_its_directory_being_removed_between_runs(tmp_path: Path) -> None:
+    import shutil
+
+    from transforms._io import write_atomically
+
+    write_atomically(str(tmp_path / "out"), "dicom/1/2/3.dcm", b"first")
+    shutil.rmtree(tmp_path / "out")
+    write_atomically(str(tmp_path / "out"), "dicom/1/2/3.dcm", b"second")
+    assert (tmp_path / "out" / "dicom" / "1" / "2" / "3.dcm").read_bytes() == b"second"
+    write_atomically(str(tmp_path / "out"), "dicom/1/2/3.dcm", b"third")  # replaces in place
+    assert (tmp_path / "out" / "dicom" / "1" / "2" / "3.dcm").read_bytes() == b"third"
+    assert not list((tmp_path / "out" / ".tmp").iterdir())

@@ -39,17 +39,14 @@ def write_atomically(output_root: str, relpath: str, data: bytes) -> str:
     return relpath
 
 
-_made_parents: set[str] = set()
-
-
 def _ensure_parent(path: str) -> None:
     if "://" in path:
         return  # object stores have no directories
     parent = os.path.dirname(path)
-    if parent and parent not in _made_parents:
-        # exist_ok: workers write into the same series directory at the same time.
+    if parent:
+        # exist_ok: workers write into the same series directory at the same time. Not cached: the
+        # directory may be removed between two runs in one process.
         os.makedirs(parent, exist_ok=True)
-        _made_parents.add(parent)
 
 
 def read_all(path: str, max_bytes: int) -> bytes:
