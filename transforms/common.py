@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
 
 from deid.classify import InputRef
 from deid.errors import safe_message_for
 from deid.keys import DeidKey
 from deid.records import AuditRecord, DeadLetterRecord
+from deid.redaction.engine import RedactionConfig
 from deid.settings import RunSettings
 
 METRICS_NAMESPACE = "deid"
+# Tagged output of the DICOM DoFns: (table, id_old, id_new) rows for --linkage_output.
+LINKAGE = "linkage"
 
 
 class DeidOutputs(NamedTuple):
@@ -32,6 +36,25 @@ class DeidOutputs(NamedTuple):
     dead_letters: beam.PCollection
     linkage: beam.PCollection
     qa: beam.PCollection | None = None
+
+
+def linkage_rows(
+    uid_map: Iterable[tuple[str, str]], patient_id_map: Iterable[tuple[str, str]]
+) -> Iterator[TaggedOutput]:
+    """The LINKAGE outputs of one de-identified instance (DicomResult.uid_map, .patient_id_map)."""
+    for old, new in uid_map:
+        yield TaggedOutput(LINKAGE, ("uid", old, new))
+    for old, new in patient_id_map:
+        yield TaggedOutput(LINKAGE, ("patient_id", old, new))
+
+
+def pixel_redaction_config(settings: RunSettings, ref: InputRef) -> RedactionConfig:
+    """Burned-in pixel redaction for one DICOM input: its --redact_regions boxes and the text mode."""
+    return RedactionConfig(
+        regions=settings.wsi.regions.for_input(ref.sha256),
+        text_mode=settings.wsi.redact_text,
+        fill=settings.wsi.redact_fill,
+    )
 
 
 def count_actions(actions: dict[str, int]) -> None:

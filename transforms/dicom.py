@@ -15,7 +15,6 @@ from deid.dicom.pixels import redact_dicom_pixels
 from deid.errors import LeakDetectedError
 from deid.keys import DeidKey
 from deid.qa.report import QaEntry, after_thumbnail, before_thumbnail, first_frame
-from deid.redaction.engine import RedactionConfig
 from deid.settings import RunSettings
 from deid.verify.leaks import (
     harvest_dicom,
@@ -26,18 +25,18 @@ from deid.verify.leaks import (
     summarize,
 )
 from transforms._io import read_all, write_atomically
-from transforms.common import METRICS_NAMESPACE, DeidOutputs, ToDeadLetters, audit_ok, count_actions, load_run_key
+from transforms.common import (
+    LINKAGE,
+    METRICS_NAMESPACE,
+    DeidOutputs,
+    ToDeadLetters,
+    audit_ok,
+    count_actions,
+    linkage_rows,
+    load_run_key,
+    pixel_redaction_config,
+)
 from transforms.qa import QA_TAG
-
-LINKAGE = "linkage"
-
-
-def _pixel_redaction_config(settings: RunSettings, ref: InputRef) -> RedactionConfig:
-    return RedactionConfig(
-        regions=settings.wsi.regions.for_input(ref.sha256),
-        text_mode=settings.wsi.redact_text,
-        fill=settings.wsi.redact_fill,
-    )
 
 
 class _DeidentifyDicomFn(beam.DoFn):
@@ -74,7 +73,7 @@ class _DeidentifyDicomFn(beam.DoFn):
         details: dict[str, object] = {}
         out = result.dataset
         if result.needs_pixel_redaction:
-            out, pixel_counts = redact_dicom_pixels(out, _pixel_redaction_config(settings, ref))
+            out, pixel_counts = redact_dicom_pixels(out, pixel_redaction_config(settings, ref))
             if settings.wsi.redact_text != "off":
                 # Only a text search over every frame justifies BurnedInAnnotation NO; user boxes alone do not.
                 mark_pixel_data_cleaned(out)
@@ -93,10 +92,7 @@ class _DeidentifyDicomFn(beam.DoFn):
         clock.lap("write")
         count_actions(actions)
         if settings.linkage:
-            for old, new in result.uid_map:
-                yield TaggedOutput(LINKAGE, ("uid", old, new))
-            for old, new in result.patient_id_map:
-                yield TaggedOutput(LINKAGE, ("patient_id", old, new))
+            yield from linkage_rows(result.uid_map, result.patient_id_map)
         if settings.qa_report:
             frame = first_frame(out)
             yield TaggedOutput(

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.pvalue import PBegin, TaggedOutput
+from apache_beam.pvalue import PBegin
 
 from deid.classify import InputRef
 from deid.cloud.dicomweb import InstanceKey, retrieve_bytes, store_datasets
@@ -20,9 +20,17 @@ from deid.cloud.retry import Backoff
 from deid.keys import DeidKey
 from deid.settings import RunSettings
 from transforms._io import read_all, write_atomically
-from transforms.common import DeidOutputs, ToDeadLetters, audit_ok, count_actions, load_run_key
+from transforms.common import (
+    LINKAGE,
+    DeidOutputs,
+    ToDeadLetters,
+    audit_ok,
+    count_actions,
+    linkage_rows,
+    load_run_key,
+    pixel_redaction_config,
+)
 
-LINKAGE = "linkage"
 SOURCE_SCHEME = "dicomweb-source"
 
 
@@ -85,16 +93,10 @@ class _DeidentifyFn(beam.DoFn):
         result = deidentify(dataset, settings.profile, self._key, stripped)
         actions = dict(result.actions)
         out = result.dataset
-        if getattr(result, "needs_pixel_redaction", False):
+        if result.needs_pixel_redaction:
             from deid.dicom.pixels import redact_dicom_pixels
-            from deid.redaction.engine import RedactionConfig
 
-            config = RedactionConfig(
-                regions=settings.wsi.regions.for_input(ref.sha256),
-                text_mode=settings.wsi.redact_text,
-                fill=settings.wsi.redact_fill,
-            )
-            out, pixel_counts = redact_dicom_pixels(out, config)
+            out, pixel_counts = redact_dicom_pixels(out, pixel_redaction_config(settings, ref))
             actions.update({f"pixels_{k}": v for k, v in pixel_counts.items()})
         relpath = output_relpath(out)
         if self._destination is not None:
@@ -104,10 +106,7 @@ class _DeidentifyFn(beam.DoFn):
             output = write_atomically(settings.output, relpath, write_dicom(out))
         count_actions(actions)
         if settings.linkage:
-            for old, new in result.uid_map:
-                yield TaggedOutput(LINKAGE, ("uid", old, new))
-            for old, new in result.patient_id_map:
-                yield TaggedOutput(LINKAGE, ("patient_id", old, new))
+            yield from linkage_rows(result.uid_map, result.patient_id_map)
         yield audit_ok(ref, [output], actions, source="dicomweb" if instance is not None else "input")
 
 

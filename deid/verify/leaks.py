@@ -700,11 +700,12 @@ def _dataset_pieces(ds: Any, relpath: str, prefix: str, depth: int, pieces: list
             continue
         where = f"{prefix}{_tag_text(tag)}"
         raw = ds._dict[tag]
+        is_raw = bool(getattr(raw, "is_raw", False))
         value = getattr(raw, "value", None)
         vr = raw.VR
-        if vr is None and getattr(raw, "is_raw", False) and raw.length != 0xFFFFFFFF:
+        if vr is None and is_raw and raw.length != 0xFFFFFFFF:
             vr = _dictionary_vr(tag)
-        if getattr(raw, "is_raw", False) and isinstance(value, bytes) and vr not in (None, "SQ", "UN"):
+        if is_raw and isinstance(value, bytes) and vr not in (None, "SQ", "UN"):
             if vr in _NUMBER_VRS:
                 continue
             if vr in _TEXT_VRS and codec is not None:
