@@ -3,26 +3,34 @@ local profile, stored by STOW-RS into a second Orthanc, and checked there."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import dicom_factory
 import pydicom
 import pytest
+from conftest import BEAM_TEST_ARGS
 from orthanc import OrthancServer, orthanc
 from pydicom.data import get_testdata_file
 
-from deid.cloud.dicomweb import list_instances, make_client, retrieve_bytes, store_datasets
+from deid.cloud.dicomweb import list_instances, make_client, retrieve_bytes, store_bytes, store_datasets
 from deid.cloud.retry import Backoff
 from deid.keys import DeidKey
 from deid.settings import RunSettings
+from pipeline.main import main
 
 pytestmark = pytest.mark.needs_tool
 
-FILES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm"]
+# Files the leak check lets through. MR_small and rtplan are quarantined by every branch: their
+# InstitutionName recurs in the kept Manufacturer / ManufacturerModelName (issues 12 and 19).
+FILES = ["CT_small.dcm", "rtdose.dcm"]
 _RESULTS: dict[str, list[Any]] = {}
 
 
@@ -104,3 +112,85 @@ def test_unreachable_destination_sends_instances_to_dead_letter(
     audit, dead = _RESULTS.pop(run + "a", []), _RESULTS.pop(run + "d", [])
     assert audit == [] and len(dead) == len(list_instances(make_client(source.dicomweb)))
     assert all(d.error_kind == "dicomweb" and "ConnectionError" in d.message for d in dead)
+
+
+# -- the leak check guards every sink ----------------------------------------------------------------
+
+
+def _jsonl(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for f in sorted(folder.glob("*.jsonl")) for line in f.read_text().splitlines()]
+
+
+def _phi_inputs(folder: Path) -> list[bytes]:
+    """Two instances whose StudyDescription holds the patient's name and ID (dicom_factory)."""
+    folder.mkdir(parents=True)
+    blobs = [dicom_factory.to_bytes(dicom_factory.instance(1, n)) for n in (1, 2)]
+    for n, blob in enumerate(blobs, 1):
+        (folder / f"study_{n}.dcm").write_bytes(blob)
+    return blobs
+
+
+def _quarantined(output: Path) -> set[str]:
+    root = output / "quarantine"
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.is_dir() else set()
+
+
+def _assert_nothing_leaked_to(client: Any, before: set[Any]) -> None:
+    for key in set(list_instances(client)) - before:
+        ds = pydicom.dcmread(io.BytesIO(retrieve_bytes(client, key)))
+        text = " ".join(str(e.value) for e in ds.iterall() if isinstance(e.value, str))
+        assert dicom_factory.PHI["PatientName"].split("^")[0] not in text
+
+
+def test_local_inputs_to_a_destination_quarantine_what_leaks_like_the_local_branch(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path
+) -> None:
+    """--keep StudyDescription re-introduces the name: nothing holding it is STOWed, each input is
+    dead-lettered 'leak', and the quarantine tree is the one the local branch writes."""
+    _source, destination = servers
+    inputs = tmp_path / "in"
+    blobs = _phi_inputs(inputs)
+    key = tmp_path / "k.key"
+    key.write_bytes(os.urandom(32))
+    client = make_client(destination.dicomweb)
+    before = set(list_instances(client))
+    common = ["--input", str(inputs), "--deid_key_file", str(key), "--keep", "StudyDescription", *BEAM_TEST_ARGS]
+
+    local_out, remote_out = tmp_path / "local", tmp_path / "remote"
+    assert main([*common, "--output", str(local_out)]) == 0
+    assert main([*common, "--output", str(remote_out), "--dicomweb_destination", destination.dicomweb]) == 0
+
+    assert set(list_instances(client)) == before  # nothing was stored
+    hashes = {hashlib.sha256(b).hexdigest() for b in blobs}
+    for out in (local_out, remote_out):
+        dead = _jsonl(out / "dead_letter")
+        assert {d["input_sha256"] for d in dead} == hashes
+        assert {d["error_kind"] for d in dead} == {"leak"}
+        assert not [r for r in _jsonl(out / "audit") if r["status"] == "ok"]
+    assert _quarantined(remote_out) == _quarantined(local_out)
+    assert {p.split("/")[0] for p in _quarantined(local_out)} == hashes
+
+
+def test_source_to_destination_never_stores_a_leaking_instance(
+    servers: tuple[OrthancServer, OrthancServer], tmp_path: Path
+) -> None:
+    source, destination = servers
+    blobs = _phi_inputs(tmp_path / "in")
+    store_bytes(make_client(source.dicomweb), blobs)
+    src_keys = list_instances(make_client(source.dicomweb))
+    fetched = {hashlib.sha256(retrieve_bytes(make_client(source.dicomweb), k)).hexdigest() for k in src_keys}
+    client = make_client(destination.dicomweb)
+    before = set(list_instances(client))
+    out = tmp_path / "out"
+    argv = ["--output", str(out), "--dicomweb_source", source.dicomweb, "--dicomweb_destination", destination.dicomweb]
+    assert main([*argv, "--keep", "StudyDescription", *BEAM_TEST_ARGS]) == 0
+
+    _assert_nothing_leaked_to(client, before)
+    dead = _jsonl(out / "dead_letter")
+    leaks = [d for d in dead if d["error_kind"] == "leak"]
+    # The source also holds the earlier tests' instances, which carry no StudyDescription name.
+    assert {d["input_sha256"] for d in leaks} == fetched
+    assert {p.split("/")[0] for p in _quarantined(out)} == fetched
+    ok = [r for r in _jsonl(out / "audit") if r["status"] == "ok"]
+    assert ok and not {r["input_sha256"] for r in ok} & fetched
+    assert len(set(list_instances(client)) - before) == len(ok)

@@ -14,7 +14,6 @@ from deid.classify import InputRef
 from deid.errors import safe_message_for
 from deid.keys import DeidKey
 from deid.records import AuditRecord, DeadLetterRecord
-from deid.redaction.engine import RedactionConfig
 from deid.settings import RunSettings
 
 METRICS_NAMESPACE = "deid"
@@ -46,15 +45,6 @@ def linkage_rows(
         yield TaggedOutput(LINKAGE, ("uid", old, new))
     for old, new in patient_id_map:
         yield TaggedOutput(LINKAGE, ("patient_id", old, new))
-
-
-def pixel_redaction_config(settings: RunSettings, ref: InputRef) -> RedactionConfig:
-    """Burned-in pixel redaction for one DICOM input: its --redact_regions boxes and the text mode."""
-    return RedactionConfig(
-        regions=settings.wsi.regions.for_input(ref.sha256),
-        text_mode=settings.wsi.redact_text,
-        fill=settings.wsi.redact_fill,
-    )
 
 
 def count_actions(actions: dict[str, int]) -> None:

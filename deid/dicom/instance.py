@@ -1,0 +1,171 @@
+"""The per-instance recipe: one DICOM instance's bytes in, its de-identified bytes and everything the
+run records about it out. Every DICOM source and sink calls `deidentify_instance` (local files to
+OUTPUT, local files or a DICOMweb source to a DICOMweb destination), so that each of them harvests,
+scans, redacts and marks pixels the same way.
+
+Steps, in order:
+  1. read strictly (bounded by the limits), private elements the profile removes cut before parsing;
+  2. harvest the input's identifying values (attributes the profile removes or replaces, private
+     text, the input's path below --input); they stay in this worker's memory;
+  3. apply the profile; redact burned-in pixels when the instance needs it, and only after a text
+     search over every frame set BurnedInAnnotation NO;
+  4. encode, name the output, and search the encoded bytes and the name for the harvested values.
+
+The caller decides where the payload goes: a result with `leak_hits` must never be published or
+stored, only written under OUTPUT/quarantine/ (`quarantine_relpath`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from deid.dicom.deidentify import deidentify, mark_pixel_data_cleaned, output_relpath, read_for_profile, write_dicom
+from deid.dicom.pixels import redact_dicom_pixels
+from deid.keys import DeidKey
+from deid.qa.report import after_thumbnail, before_thumbnail, first_frame
+from deid.redaction.engine import RedactionConfig
+from deid.settings import RunSettings
+from deid.verify.leaks import (
+    LeakHit,
+    PhiValue,
+    harvest_dicom,
+    harvest_path,
+    harvest_private_texts,
+    quarantine_relpath,
+    scan_output,
+    summarize,
+)
+
+
+@dataclass(frozen=True)
+class InstanceSource:
+    """Where an instance came from, as far as de-identification needs to know.
+
+    sha256: hash of the input bytes (the key of per-input --redact_regions and of quarantine paths).
+    path: the input's path when it is a file under --input (its folder and file names are harvested),
+        None for an instance read from a server.
+    """
+
+    sha256: str
+    path: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class InstanceQa:
+    """The QA report's view of one instance: thumbnails and stage times, no input value."""
+
+    before_png: bytes | None = field(default=None, repr=False)
+    after_png: bytes | None = field(default=None, repr=False)
+    boxes: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InstanceResult:
+    """One de-identified instance.
+
+    payload: the Part 10 bytes that were scanned, and so the only bytes that may be published.
+    relpath: 'dicom/<study>/<series>/<sop>.dcm' under OUTPUT (new UIDs).
+    actions: counts per de-identification action; details: audit details (no input value).
+    uid_map, patient_id_map: (old, new) pairs for --linkage_output.
+    leak_hits: identifying values of the input found in payload or relpath; non-empty means quarantine.
+    qa: thumbnails and stage times when asked for (RunSettings.qa_report), else None.
+    """
+
+    payload: bytes = field(repr=False)
+    relpath: str
+    actions: dict[str, int]
+    details: dict[str, object]
+    uid_map: tuple[tuple[str, str], ...] = field(repr=False)
+    patient_id_map: tuple[tuple[str, str], ...] = field(repr=False)
+    leak_hits: tuple[LeakHit, ...] = ()
+    qa: InstanceQa | None = None
+
+    @property
+    def leaked(self) -> bool:
+        return bool(self.leak_hits)
+
+    def leak_summary(self) -> str:
+        """A message naming what leaked and where, never the value (safe for records and logs)."""
+        return summarize(self.leak_hits)
+
+    def quarantine_relpath(self, input_sha256: str) -> str:
+        return quarantine_relpath(input_sha256, self.relpath)
+
+
+def pixel_redaction_config(settings: RunSettings, input_sha256: str) -> RedactionConfig:
+    """Burned-in pixel redaction for one DICOM input: its --redact_regions boxes and the text mode."""
+    return RedactionConfig(
+        regions=settings.wsi.regions.for_input(input_sha256),
+        text_mode=settings.wsi.redact_text,
+        fill=settings.wsi.redact_fill,
+    )
+
+
+def deidentify_instance(data: bytes, settings: RunSettings, key: DeidKey, source: InstanceSource) -> InstanceResult:
+    """De-identify one instance's bytes and check the result; see the module docstring for the steps.
+
+    Raises a DeidError (dead letter) for inputs that cannot be de-identified; a leak is not raised
+    here but returned in `leak_hits`, so that the caller can quarantine the payload first.
+    """
+    clock = _StageClock()
+    dataset, stripped = read_for_profile(data, settings.limits, settings.profile)
+    values: frozenset[PhiValue] = harvest_dicom(dataset, settings.profile) | harvest_private_texts(stripped.texts)
+    if source.path is not None:
+        values |= harvest_path(source.path, settings.input_root)
+    before = _thumbnail_before(dataset) if settings.qa_report else None
+    clock.lap("read")
+    result = deidentify(dataset, settings.profile, key, stripped)
+    actions = dict(result.actions)
+    details: dict[str, object] = {}
+    out = result.dataset
+    if result.needs_pixel_redaction:
+        out, pixel_counts = redact_dicom_pixels(out, pixel_redaction_config(settings, source.sha256))
+        if settings.wsi.redact_text != "off":
+            # Only a text search over every frame justifies BurnedInAnnotation NO; user boxes alone do not.
+            mark_pixel_data_cleaned(out)
+        actions.update({f"pixels_{k}": v for k, v in pixel_counts.items()})
+        details["transfer_syntax"] = str(out.file_meta.TransferSyntaxUID)
+    payload = write_dicom(out)
+    relpath = output_relpath(out)
+    clock.lap("deidentify")
+    hits = scan_output(payload, relpath, values | result.phi_values)
+    clock.lap("verify")
+    qa = None
+    if settings.qa_report:
+        frame = first_frame(out)
+        qa = InstanceQa(
+            before_png=before,
+            after_png=after_thumbnail(frame) if frame is not None else None,
+            boxes=actions.get("pixels_boxes_redacted", 0),
+            stage_seconds=clock.seconds,
+        )
+    return InstanceResult(
+        payload=payload,
+        relpath=relpath,
+        actions=actions,
+        details=details,
+        uid_map=result.uid_map,
+        patient_id_map=result.patient_id_map,
+        leak_hits=tuple(hits),
+        qa=qa,
+    )
+
+
+def _thumbnail_before(dataset: object) -> bytes | None:
+    frame = first_frame(dataset)
+    return before_thumbnail(frame) if frame is not None else None
+
+
+class _StageClock:
+    """Wall time per stage of one instance, for the QA report's chart (never written to the audit)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
