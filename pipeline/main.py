@@ -36,10 +36,10 @@ from deid.settings import (
     split_list,
     split_tag_list,
 )
-from pipeline.options import DeidOptions
+from pipeline.options import DeidOptions, check_argv
 from transforms.common import DeidOutputs, ToDeadLetters
 from transforms.dicom import DeidentifyDicom
-from transforms.listing import ListInputs, admit
+from transforms.listing import ListInputs, admit, input_pattern
 from transforms.records import WriteRecords, dead_letter_audit
 
 _LOG = logging.getLogger("deid")
@@ -249,7 +249,21 @@ def _check_output_writable(output: str) -> None:
         raise ConfigError(f"--output is not writable ({type(exc).__name__}); check the path and permissions") from None
 
 
+def _check_input_matches(location: str | None) -> None:
+    """An --input that matches nothing is a typo, not an empty run: refuse it before any work."""
+    if not location:
+        return
+    try:
+        found = FileSystems.match([input_pattern(location)], limits=[1])[0].metadata_list
+    except (OSError, beam.io.filesystem.BeamIOError) as exc:
+        raise ConfigError(f"--input cannot be listed ({type(exc).__name__}); check the path and permissions") from None
+    if not found:
+        raise ConfigError("--input matches no file; check the path or pattern")
+
+
 def pipeline_options_from_argv(argv: Sequence[str]) -> PipelineOptions:
+    """Beam's options for `argv`; a malformed DeidOptions value raises ConfigError."""
+    check_argv(argv)
     options = PipelineOptions(list(argv))
     standard = options.view_as(StandardOptions)
     if not standard.runner:
@@ -272,6 +286,7 @@ def run(argv: Sequence[str] | None = None) -> beam.runners.runner.PipelineResult
     options = pipeline_options_from_argv(sys.argv[1:] if argv is None else argv)
     deid_options = options.view_as(DeidOptions)
     settings = settings_from_options(deid_options, load_key(deid_options))
+    _check_input_matches(deid_options.input)
     _check_output_writable(settings.output)
     _preflight_cloud(deid_options)
     pipeline = beam.Pipeline(options=options)

@@ -9,9 +9,12 @@ also accept the bare flag (`--retain_uids`).
 from __future__ import annotations
 
 import argparse
+import difflib
+from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from deid.errors import ConfigError
 from deid.settings import (
     FILTER_PROFILES,
     LABEL_MODES,
@@ -22,6 +25,11 @@ from deid.settings import (
 )
 
 
+class OptionValueError(ConfigError, argparse.ArgumentTypeError):
+    """A malformed option value. A ConfigError; also an ArgumentTypeError, so argparse reports it
+    against the option's name."""
+
+
 def parse_bool(value: str | bool) -> bool:
     if isinstance(value, bool):
         return value
@@ -30,20 +38,27 @@ def parse_bool(value: str | bool) -> bool:
         return True
     if lowered in {"false", "0", "no", "n", "off", ""}:
         return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    raise OptionValueError(f"expected true or false, got {value!r}")
+
+
+def _int(value: str, expected: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise OptionValueError(f"expected {expected}, got {value!r}") from None
 
 
 def positive_int(value: str) -> int:
-    number = int(value)
+    number = _int(value, "a positive integer")
     if number <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+        raise OptionValueError(f"expected a positive integer, got {value!r}")
     return number
 
 
 def non_negative_int(value: str) -> int:
-    number = int(value)
+    number = _int(value, "zero or a positive integer")
     if number < 0:
-        raise argparse.ArgumentTypeError(f"expected zero or a positive integer, got {value!r}")
+        raise OptionValueError(f"expected zero or a positive integer, got {value!r}")
     return number
 
 
@@ -218,3 +233,61 @@ class DeidOptions(PipelineOptions):
             default=None,
             help="DICOMweb base URL to store de-identified instances into (STOW-RS).",
         )
+
+
+def check_argv(argv: Sequence[str]) -> None:
+    """Parse the DeidOptions in `argv` once, raising ConfigError for a malformed value (a bad number,
+    boolean or choice, a missing value) instead of argparse's usage message and SystemExit, which
+    is what Beam's own parser gives. Other (Beam) arguments are left alone."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    DeidOptions._add_argparse_args(parser)
+    try:
+        _, rest = parser.parse_known_args(list(argv))
+    except argparse.ArgumentError as exc:
+        raise ConfigError(str(exc)) from None
+    _check_known(rest)
+
+
+def _beam_parser() -> argparse.ArgumentParser:
+    """Every option Beam itself declares (all PipelineOptions subclasses other than ours)."""
+    parser = argparse.ArgumentParser(
+        add_help=False, allow_abbrev=False, exit_on_error=False, conflict_handler="resolve"
+    )
+    pending = list(PipelineOptions.__subclasses__())
+    seen: set[type] = set()
+    while pending:
+        cls = pending.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        pending += cls.__subclasses__()
+        if cls is not DeidOptions:
+            cls._add_argparse_args(parser)
+    return parser
+
+
+def _check_known(rest: Sequence[str]) -> None:
+    """Refuse what neither our options nor Beam's declare: Beam would log "Discarding unparseable
+    args" and run without them (a misspelt --redact-text would silently turn redaction off)."""
+    if not rest:
+        return
+    try:
+        _, unknown = _beam_parser().parse_known_args(list(rest))
+    except argparse.ArgumentError as exc:
+        raise ConfigError(str(exc)) from None
+    if not unknown:
+        return
+    first = next((arg for arg in unknown if arg.startswith("-")), unknown[0])
+    if not first.startswith("-"):
+        raise ConfigError(f"unexpected argument {first!r}: every option is --name=value")
+    name = first.split("=", 1)[0]
+    known = [a for a in _all_option_names() if a.startswith("--")]
+    close = difflib.get_close_matches(name.replace("-", "_").lstrip("_"), [k[2:] for k in known], n=1)
+    hint = f"; did you mean --{close[0]}?" if close else "; python -m pipeline --help lists the options"
+    raise ConfigError(f"unknown option {name}{hint}")
+
+
+def _all_option_names() -> list[str]:
+    ours = argparse.ArgumentParser(add_help=False)
+    DeidOptions._add_argparse_args(ours)
+    return sorted(set(ours._option_string_actions) | set(_beam_parser()._option_string_actions))

@@ -1,0 +1,76 @@
+"""The DICOM DoFn called as Beam calls it: setup(), then process() per element."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import dicom_factory
+import pydicom
+import pytest
+from apache_beam.pvalue import TaggedOutput
+
+from deid.classify import InputRef
+from deid.errors import LeakDetectedError
+from deid.keys import DeidKey
+from deid.records import AuditRecord
+from deid.settings import ProfileSettings, RunSettings
+from transforms.common import LINKAGE
+from transforms.dicom import _DeidentifyInstanceFn
+from transforms.qa import QA_TAG
+
+
+def _ref(tmp_path: Path, blob: bytes, name: str = "PATIENT_DOE_JOHN.dcm") -> InputRef:
+    path = tmp_path / "in" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(blob)
+    return InputRef(str(path), len(blob), hashlib.sha256(blob).hexdigest(), "dicom", "dicom")
+
+
+def _fn(settings: RunSettings) -> _DeidentifyInstanceFn:
+    fn = _DeidentifyInstanceFn(settings)
+    fn.setup()
+    return fn
+
+
+def test_process_writes_the_instance_and_yields_audit_linkage_and_qa(tmp_path: Path) -> None:
+    blob = dicom_factory.to_bytes(dicom_factory.instance(1, 1))
+    ref = _ref(tmp_path, blob)
+    settings = RunSettings(
+        output=str(tmp_path / "out"),
+        key_token=DeidKey.generate().to_token(),
+        linkage=True,
+        qa_report=True,
+        input_root=str(tmp_path / "in"),
+    )
+    outputs = list(_fn(settings).process((ref, None)))
+
+    audits = [o for o in outputs if isinstance(o, AuditRecord)]
+    tagged = [o for o in outputs if isinstance(o, TaggedOutput)]
+    (audit,) = audits
+    assert audit.status == "ok" and audit.input_sha256 == ref.sha256
+    (relpath,) = audit.outputs
+    written = pydicom.dcmread(tmp_path / "out" / relpath)
+    assert written.PatientIdentityRemoved == "YES"
+    assert str(written.SOPInstanceUID) != str(pydicom.dcmread(ref.path).SOPInstanceUID)
+    assert audit.actions and sum(audit.actions.values()) > 0
+    linkage = [t.value for t in tagged if t.tag == LINKAGE]
+    assert ("uid", dicom_factory.instance_uid(1, 1), str(written.SOPInstanceUID)) in linkage
+    (qa,) = [t.value for t in tagged if t.tag == QA_TAG]
+    assert qa.input_sha256 == ref.sha256 and {"read", "deidentify", "verify", "write"} <= set(qa.stage_seconds)
+
+
+def test_process_quarantines_a_leak_and_publishes_nothing(tmp_path: Path) -> None:
+    """--keep StudyDescription keeps the patient's name that the factory wrote there."""
+    ref = _ref(tmp_path, dicom_factory.to_bytes(dicom_factory.instance(1, 2)))
+    settings = RunSettings(
+        output=str(tmp_path / "out"),
+        key_token=DeidKey.generate().to_token(),
+        profile=ProfileSettings(keep=("StudyDescription",)),
+    )
+    with pytest.raises(LeakDetectedError) as caught:
+        list(_fn(settings).process((ref, None)))
+    assert "dicom(0008,1030)" in str(caught.value)  # StudyDescription
+    files = [p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert files and all(p.parts[:2] == ("quarantine", ref.sha256) for p in files)
+    assert dicom_factory.PHI["PatientName"].split("^")[0] not in str(caught.value)
