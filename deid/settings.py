@@ -202,6 +202,8 @@ class RunSettings:
     input_root: str | None = None
     # --qa_report: branches emit QaEntry thumbnails to the "qa" output.
     qa_report: bool = False
+    # Names this run's record files and manifest (UTC start time and a random suffix; no input value).
+    run_id: str = "run"
 
     def __post_init__(self) -> None:
         if not self.key_token and not self.key_file:

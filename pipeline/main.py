@@ -7,6 +7,9 @@ on them; `run(argv)` is what `python -m pipeline` and the `deid-pipeline` script
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import datetime as dt
 import logging
 import sys
 import uuid
@@ -36,6 +39,7 @@ from deid.settings import (
     split_list,
     split_tag_list,
 )
+from pipeline.manifest import new_run_id, write_manifest
 from pipeline.options import DeidOptions, check_argv
 from transforms.common import DeidOutputs, ToDeadLetters
 from transforms.dicom import DeidentifyDicom
@@ -161,7 +165,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
     records: dict[str, beam.PCollection] = {"audit": audit, "dead_letter": all_dead}
     if deid_options.linkage_output:
         records["linkage"] = [b.linkage for b in branches] | "AllLinkage" >> beam.Flatten()
-    _ = records | "WriteRecords" >> WriteRecords(settings.output, deid_options.linkage_output)
+    _ = records | "WriteRecords" >> WriteRecords(settings.output, settings.run_id, deid_options.linkage_output)
     if settings.qa_report:
         from transforms.qa import WriteQaReport
 
@@ -282,18 +286,28 @@ def pipeline_options_from_argv(argv: Sequence[str]) -> PipelineOptions:
 
 
 def run(argv: Sequence[str] | None = None) -> beam.runners.runner.PipelineResult:
-    """Parse argv, build and run the pipeline; wait for it when running locally."""
+    """Parse argv, build and run the pipeline; wait for it when running locally. The run writes its
+    own record files and, when it ends (or is submitted to a remote runner), its manifest."""
     options = pipeline_options_from_argv(sys.argv[1:] if argv is None else argv)
     deid_options = options.view_as(DeidOptions)
-    settings = settings_from_options(deid_options, load_key(deid_options))
+    started = dt.datetime.now(dt.UTC)
+    run_id = new_run_id(started)
+    settings = dataclasses.replace(settings_from_options(deid_options, load_key(deid_options)), run_id=run_id)
     _check_input_matches(deid_options.input)
     _check_output_writable(settings.output)
     _preflight_cloud(deid_options)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options, settings)
-    result = pipeline.run()
-    if options.view_as(StandardOptions).runner in StandardOptions.LOCAL_RUNNERS:
-        result.wait_until_finish()
+    local = options.view_as(StandardOptions).runner in StandardOptions.LOCAL_RUNNERS
+    try:
+        result = pipeline.run()
+        if local:
+            result.wait_until_finish()
+    except BaseException:
+        with contextlib.suppress(Exception):  # the run's own failure is what the user must see
+            write_manifest(settings.output, run_id, options, started, "failed", 1)
+        raise
+    write_manifest(settings.output, run_id, options, started, "completed" if local else "submitted", 0)
     return result
 
 

@@ -287,6 +287,13 @@ def _check_known(rest: Sequence[str]) -> None:
     raise ConfigError(f"unknown option {name}{hint}")
 
 
+def option_names() -> list[str]:
+    """The destinations of our own options (`deid_key_file`, `tile_size`, ...), sorted."""
+    ours = argparse.ArgumentParser(add_help=False)
+    DeidOptions._add_argparse_args(ours)
+    return sorted({action.dest for action in ours._actions})
+
+
 def _all_option_names() -> list[str]:
     ours = argparse.ArgumentParser(add_help=False)
     DeidOptions._add_argparse_args(ours)

@@ -1,4 +1,5 @@
-"""Print a run summary from OUTPUT/audit and OUTPUT/dead_letter (counts only, never values)."""
+"""Print a summary of the newest run under OUTPUT from its manifest and record files (counts only,
+never values)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,23 @@ from collections import Counter
 from apache_beam.io.filesystems import FileSystems
 
 
-def _records(output: str, folder: str) -> list[dict]:
-    pattern = FileSystems.join(output, folder, "*.jsonl")
-    records: list[dict] = []
-    for match in FileSystems.match([pattern])[0].metadata_list:
-        with FileSystems.open(match.path) as handle:
-            records += [json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line.strip()]
-    return records
+def _newest_manifest(output: str) -> dict:
+    matches = FileSystems.match([FileSystems.join(output, "runs", "*.json")])[0].metadata_list
+    if not matches:
+        raise SystemExit(f"no run manifest under {output}/runs/")
+    with FileSystems.open(max(m.path for m in matches)) as handle:  # run ids sort by start time
+        return json.loads(handle.read())
+
+
+def _records(output: str, relpath: str) -> list[dict]:
+    with FileSystems.open(FileSystems.join(output, *relpath.split("/"))) as handle:
+        return [json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line.strip()]
 
 
 def summarize(output: str) -> str:
-    audit = _records(output, "audit")
-    dead = _records(output, "dead_letter")
+    manifest = _newest_manifest(output)
+    audit = _records(output, manifest["records"]["audit"])
+    dead = _records(output, manifest["records"]["dead_letter"])
     ok = [r for r in audit if r["status"] == "ok"]
     actions: Counter[str] = Counter()
     for record in ok:
@@ -37,6 +43,7 @@ def summarize(output: str) -> str:
         ),
         "actions:",
         *(f"  {name:<28} {count}" for name, count in sorted(actions.items())),
+        f"run:               {manifest['run_id']} ({manifest['outcome']})",
         f"results:           {output}",
         f"  audit:           {FileSystems.join(output, 'audit')}",
         f"  dead letters:    {FileSystems.join(output, 'dead_letter')}",

@@ -140,13 +140,19 @@ def test_demo_run_end_to_end(demo_inputs: Path, tmp_path: Path, capfd: pytest.Ca
     uid_rows = (linkage / "uid_mapping.csv").read_text().splitlines()
     assert uid_rows[0] == "id_old,id_new" and len(uid_rows) > 12
 
-    # Idempotent: a second run with the same key rewrites the same files, adds none.
+    # Idempotent: a second run with the same key rewrites the same outputs and adds only its own
+    # record files and manifest, whose records equal the first run's.
     first = {k: v for k, v in _tree(output).items()}
     assert _run(demo_inputs, output) == 0
     second = _tree(output)
-    assert second.keys() == first.keys()
+    added = sorted(set(second) - set(first))
+    assert [k.split("/")[0] for k in added] == ["audit", "dead_letter", "runs"]
     changed = [k for k in first if first[k] != second[k]]
     assert not changed, f"re-run changed {changed}"
+    for folder in ("audit", "dead_letter"):
+        (old,) = [v for k, v in first.items() if k.startswith(f"{folder}/")]
+        (new,) = [v for k, v in second.items() if k in added and k.startswith(f"{folder}/")]
+        assert new == old
 
 
 def test_bad_options_exit_non_zero_with_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

@@ -17,8 +17,10 @@ import tifffile
 from conftest import BEAM_TEST_ARGS, REPO_ROOT
 from test_verify_phi_fixtures import write_phi_dicoms, write_phi_svs
 
-# Folders whose content must be identical across runs (qa/ holds timings; .tmp/ is staging).
-STABLE = ("dicom", "wsi", "audit", "dead_letter", "quarantine")
+# Folders whose content must be identical across runs (qa/ holds timings; .tmp/ is staging). The
+# record folders hold one file per run: the newest run's records are compared by content.
+STABLE = ("dicom", "wsi", "quarantine")
+RECORDS = ("audit", "dead_letter")
 
 
 def _inputs(root: Path) -> None:
@@ -34,7 +36,15 @@ def _snapshot(out: Path) -> dict[str, str]:
         for path in sorted((out / folder).rglob("*")) if (out / folder).exists() else []:
             if path.is_file():
                 files[str(path.relative_to(out))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    for folder in RECORDS:
+        files[f"{folder} of the newest run"] = hashlib.sha256(_newest(out, folder).read_bytes()).hexdigest()
     return files
+
+
+def _newest(out: Path, folder: str) -> Path:
+    """The record file of the newest run, by its manifest (run ids sort by start time)."""
+    manifest = json.loads(sorted((out / "runs").glob("*.json"))[-1].read_text())
+    return out / manifest["records"][folder]
 
 
 def _run(inp: Path, out: Path, key: Path) -> None:
@@ -44,7 +54,7 @@ def _run(inp: Path, out: Path, key: Path) -> None:
 
 
 def _audit(out: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for f in sorted((out / "audit").glob("*")) for line in f.read_text().splitlines()]
+    return [json.loads(line) for line in _newest(out, "audit").read_text().splitlines()]
 
 
 @pytest.mark.e2e
@@ -58,7 +68,9 @@ def test_second_run_same_key_same_files_no_duplicates(tmp_path: Path) -> None:
     assert any(p.startswith("dicom/") for p in first), "the first run wrote no DICOM output"
     _run(inp, out, key)
     second = _snapshot(out)
-    assert second == first  # same names, same bytes, nothing added
+    assert second == first  # same names, same bytes, nothing added; the same records
+    # Records are only ever added: both runs' files and manifests are there.
+    assert len(list((out / "audit").glob("*.jsonl"))) == len(list((out / "runs").glob("*.json"))) == 2
     audit = _audit(out)
     shas = [r["input_sha256"] for r in audit]
     assert len(shas) == len(set(shas)) == 5  # one record per input, no duplicate lines
@@ -146,3 +158,25 @@ def test_killed_run_leaves_no_partial_output_and_rerun_completes(tmp_path: Path)
     clean = tmp_path / "clean"
     _run(inp, clean, key)
     assert _snapshot(out) == _snapshot(clean)
+
+
+@pytest.mark.e2e
+def test_two_concurrent_runs_into_one_output_keep_all_records(tmp_path: Path) -> None:
+    out = tmp_path / "output"
+    key = tmp_path / "deid.key"
+    key.write_bytes(os.urandom(32))
+    runs = []
+    for name, count in (("a", 2), ("b", 3)):
+        write_phi_dicoms(tmp_path / name, count)
+        argv = [f"--input={tmp_path / name}", f"--output={out}", f"--deid_key_file={key}", *BEAM_TEST_ARGS]
+        code = f"import sys; from pipeline.main import main; sys.exit(main({argv!r}))"
+        runs.append(subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stderr=subprocess.PIPE))
+    for proc in runs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()[-800:]
+    manifests = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    assert sorted(m["counts"]["inputs"] for m in manifests) == [2, 3]
+    lines = [line for p in (out / "audit").glob("*.jsonl") for line in p.read_text().splitlines()]
+    assert len(lines) == 5 and {m["records"]["audit"] for m in manifests} == {
+        str(p.relative_to(out)) for p in (out / "audit").glob("*.jsonl")
+    }

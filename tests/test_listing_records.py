@@ -89,7 +89,7 @@ def test_writers_produce_contract_files(tmp_path: Path) -> None:
             "dead_letter": p | "D" >> beam.Create(dead),
             "linkage": p | "L" >> beam.Create(linkage),
         }
-        _ = records | WriteRecords(str(tmp_path), str(tmp_path / "link"))
+        _ = records | WriteRecords(str(tmp_path), "r1", str(tmp_path / "link"))
 
     audit_lines = [
         json.loads(line) for f in (tmp_path / "audit").glob("*.jsonl") for line in f.read_text().splitlines()
@@ -104,12 +104,14 @@ def test_writers_produce_contract_files(tmp_path: Path) -> None:
 
 def test_writers_write_every_file_when_there_are_no_records(tmp_path: Path) -> None:
     (tmp_path / "audit").mkdir()
-    (tmp_path / "audit" / "audit-00000-of-00001.jsonl").write_text("stale line from an earlier run\n")
+    earlier = tmp_path / "audit" / "audit-r0.jsonl"
+    earlier.write_text("a line of an earlier run\n")
     with _pipeline() as p:
         empty = {name: p | f"No_{name}" >> beam.Create([]) for name in ("audit", "dead_letter", "linkage")}
-        _ = empty | WriteRecords(str(tmp_path), str(tmp_path / "link"))
-    assert (tmp_path / "audit" / "audit-00000-of-00001.jsonl").read_bytes() == b""
-    assert (tmp_path / "dead_letter" / "dead_letter-00000-of-00001.jsonl").read_bytes() == b""
+        _ = empty | WriteRecords(str(tmp_path), "r1", str(tmp_path / "link"))
+    assert earlier.read_text() == "a line of an earlier run\n"  # records are only ever added
+    assert (tmp_path / "audit" / "audit-r1.jsonl").read_bytes() == b""
+    assert (tmp_path / "dead_letter" / "dead_letter-r1.jsonl").read_bytes() == b""
     assert (tmp_path / "link" / "uid_mapping.csv").read_text() == "id_old,id_new\n"
     assert (tmp_path / "link" / "patient_id_mapping.csv").read_text() == "id_old,id_new\n"
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and ".tmp" in p.parts]
@@ -118,7 +120,7 @@ def test_writers_write_every_file_when_there_are_no_records(tmp_path: Path) -> N
 def test_atomic_write_survives_its_directory_being_removed_between_runs(tmp_path: Path) -> None:
     import shutil
 
-    from transforms._io import write_atomically
+    from transforms.files import write_atomically
 
     write_atomically(str(tmp_path / "out"), "dicom/1/2/3.dcm", b"first")
     shutil.rmtree(tmp_path / "out")

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from deid.records import AuditRecord, DeadLetterRecord
-from transforms._io import write_atomically
+from transforms.files import write_atomically
 
-AUDIT_RELPATH = "audit/audit-00000-of-00001.jsonl"
-DEAD_LETTER_RELPATH = "dead_letter/dead_letter-00000-of-00001.jsonl"
+# Each run writes its own record files, named by its run id, and never touches another run's.
+AUDIT_RELPATH = "audit/audit-{run_id}.jsonl"
+DEAD_LETTER_RELPATH = "dead_letter/dead_letter-{run_id}.jsonl"
 LINKAGE_TABLES = ("uid", "patient_id")
 LINKAGE_HEADER = "id_old,id_new"
 
@@ -28,9 +29,12 @@ class RecordFile:
     distinct: bool = False
 
 
-def record_files(output: str, linkage_prefix: str | None) -> dict[str, RecordFile]:
+def record_files(output: str, linkage_prefix: str | None, run_id: str) -> dict[str, RecordFile]:
     """The files of a run by name: 'audit', 'dead_letter' and, with a linkage prefix, one per table."""
-    files = {"audit": RecordFile(output, AUDIT_RELPATH), "dead_letter": RecordFile(output, DEAD_LETTER_RELPATH)}
+    files = {
+        "audit": RecordFile(output, AUDIT_RELPATH.format(run_id=run_id)),
+        "dead_letter": RecordFile(output, DEAD_LETTER_RELPATH.format(run_id=run_id)),
+    }
     if linkage_prefix:
         for table in LINKAGE_TABLES:
             files[table] = RecordFile(linkage_prefix, f"{table}_mapping.csv", header=LINKAGE_HEADER, distinct=True)
@@ -73,14 +77,15 @@ class WriteRecords(beam.PTransform):
     'linkage': PCollection[(table, id_old, id_new)] (only with a linkage prefix)} -> the record files.
 
     Every file is written whole, atomically, with its lines sorted (audit and dead letters by
-    input_sha256), so that a re-run with the same key rewrites the same bytes; empty files are
-    written too. All files go through one GroupByKey: each is gathered on one worker, a few hundred
-    bytes per input, fine for millions of inputs. Returns PCollection[str] of the relpaths written.
+    input_sha256), so that a re-run with the same key writes the same bytes under its own run id;
+    empty files are written too. Linkage tables keep the fixed names of the MIDI-B format. All files
+    go through one GroupByKey: each is gathered on one worker, a few hundred bytes per input, fine
+    for millions of inputs. Returns PCollection[str] of the relpaths written.
     """
 
-    def __init__(self, output: str, linkage_prefix: str | None = None) -> None:
+    def __init__(self, output: str, run_id: str, linkage_prefix: str | None = None) -> None:
         super().__init__()
-        self._files = record_files(output, linkage_prefix)
+        self._files = record_files(output, linkage_prefix, run_id)
 
     def expand(self, pcolls: dict[str, beam.PCollection]) -> beam.PCollection:
         files = self._files
