@@ -24,7 +24,8 @@ demo: venv
 	$(PY) -m pipeline --input $(DEMO_DATA)/input --output $(DEMO_OUT) --deid_key_file $(DEMO_DATA)/demo.key
 	$(PY) scripts/summarize_run.py $(DEMO_OUT)
 
-# The same inputs through the Healthcare API branch, against the local stand-in server.
+# The same inputs through the Healthcare API branch, against the local stand-in server
+# (devtools/fake_healthcare.py, a test double that is not installed with the package).
 demo-healthcare: venv
 	$(PY) scripts/make_demo_data.py $(DEMO_DATA)
 	$(PY) scripts/demo_healthcare.py $(DEMO_DATA) $(DEMO_OUT)_healthcare

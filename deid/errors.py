@@ -1,16 +1,25 @@
-"""The project's exception hierarchy.
+"""The project's exception hierarchy, with one root:
+
+    PipelineError
+    ├── ConfigError   options rejected before the run starts (the launcher exits with status 2)
+    └── DeidError     one input sent to the dead-letter output (UnsupportedFormatError, ...)
 
 Every failure that sends an input to the dead-letter output is a `DeidError`. Its `error_kind` is the
 `error_kind` field of the dead-letter record and the name of its Beam counter. Messages say what is
 wrong and what to do, and never carry a value read from an input (no PHI in messages): name tags,
-keywords, sizes and offsets, not element values or file names.
+keywords, sizes and offsets, not element values or file names. Errors about a remote service carry
+its HTTP status as a field (`status`); code decides on that field, never on the message text.
 """
 
 from __future__ import annotations
 
 
-class DeidError(Exception):
-    """Base class: an input that cannot be de-identified as configured."""
+class PipelineError(Exception):
+    """The root of the project's own exceptions."""
+
+
+class DeidError(PipelineError):
+    """Base class of per-input failures: an input that cannot be de-identified as configured."""
 
     error_kind = "deid_error"
 
@@ -61,8 +70,8 @@ class LeakDetectedError(DeidError):
     error_kind = "leak"
 
 
-class ConfigError(ValueError):
-    """Pipeline options are inconsistent; raised by the launcher before the run starts."""
+class ConfigError(PipelineError):
+    """Pipeline options are missing, malformed or inconsistent; raised before the run starts."""
 
 
 class UnexpectedError(DeidError):
@@ -100,3 +109,10 @@ class OcrUnavailableError(DeidError):
     """`--redact_text ocr` needs the tesseract program, which is missing or failed to run."""
 
     error_kind = "ocr_unavailable"
+
+
+class UidConflictError(DeidError):
+    """Two different inputs would be published under one output path (the same SOPInstanceUID with
+    different content); the one not chosen by the documented rule is refused, never overwritten."""
+
+    error_kind = "uid_conflict"

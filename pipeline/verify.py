@@ -1,7 +1,7 @@
 """Check an existing output tree for leaks: `python -m pipeline.verify --input INPUT --output OUTPUT`.
 
 Re-harvests identifying values from every input (DICOM attributes, private text, slide metadata,
-path components; see deid/verify/leaks.py for the rules), matches outputs to inputs through the
+path components; see deid/verify/values.py and deid/verify/scan.py for the rules), matches outputs to inputs through the
 audit records (input_sha256 -> outputs), and scans every file under OUTPUT/dicom/ and OUTPUT/wsi/
 (every DICOM element at every depth, every TIFF IFD's text tags and XMP, the raw bytes, the file
 name), plus the audit, dead-letter and QA files. Outputs no audit record accounts for (a stray
@@ -28,15 +28,10 @@ from apache_beam.io.filesystems import FileSystems
 
 from deid.classify import HEAD_BYTES, classify_head
 from deid.settings import ProfileSettings, is_glob
-from deid.verify.leaks import (
-    LeakHit,
-    PhiValue,
-    harvest_dicom,
-    harvest_path,
-    harvest_tiff_metadata,
-    scan_output,
-)
-from transforms._io import RAW, TMP_DIR, read_all, sha256_and_head
+from deid.verify.harvest import harvest_dicom, harvest_path, harvest_tiff_metadata
+from deid.verify.scan import scan_output
+from deid.verify.values import LeakHit, PhiValue
+from transforms.files import RAW, TMP_DIR, read_all, sha256_and_head
 from transforms.listing import input_pattern
 
 _LOG = logging.getLogger("deid.verify")
@@ -155,9 +150,11 @@ def _profile_from(extra: Sequence[str], input_location: str, output_location: st
 
     from deid.keys import DeidKey
     from pipeline.main import settings_from_options
-    from pipeline.options import DeidOptions
+    from pipeline.options import DeidOptions, check_argv
 
-    options = PipelineOptions([*extra, f"--input={input_location}", f"--output={output_location}"])
+    argv = [*extra, f"--input={input_location}", f"--output={output_location}"]
+    check_argv(argv)
+    options = PipelineOptions(argv)
     return settings_from_options(options.view_as(DeidOptions), DeidKey.generate()).profile
 
 

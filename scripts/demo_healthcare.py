@@ -1,10 +1,10 @@
 """`make demo-healthcare`: the demo inputs through the Healthcare API branch, against the local stand-in.
 
-Starts `python -m deid.cloud.fake_healthcare` on a 127.0.0.1 port with a source and a destination
+Starts `python -m devtools.fake_healthcare` on a 127.0.0.1 port with a source and a destination
 DICOM store, gives google-auth a throwaway service-account file whose token endpoint is that
 server, runs the pipeline with --healthcare_* options, prints the summary and how many instances
 the destination store holds, and stops the server by its PID. The stand-in runs this project's own
-de-identifier, not Google's (deid/cloud/README.md says what it does and does not reproduce).
+de-identifier, not Google's (devtools/README.md says what it does and does not reproduce).
 """
 
 from __future__ import annotations

@@ -114,8 +114,8 @@ def fake_healthcare(
     key_file: Path | None = None,
     env: dict[str, str] | None = None,
 ) -> Iterator[FakeHealthcareServer]:
-    """Start `python -m deid.cloud.fake_healthcare` on an ephemeral 127.0.0.1 port."""
-    args = [sys.executable, "-m", "deid.cloud.fake_healthcare", "--port", "0"]
+    """Start `python -m devtools.fake_healthcare` on an ephemeral 127.0.0.1 port."""
+    args = [sys.executable, "-m", "devtools.fake_healthcare", "--port", "0"]
     for store in stores:
         args += ["--store", store]
     if key_file:

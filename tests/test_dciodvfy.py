@@ -13,7 +13,9 @@ import pytest
 from pydicom.data import get_testdata_files
 from pydicom.dataset import Dataset
 
-from deid.dicom.deidentify import deidentify, read_dicom, write_dicom
+from deid.dicom.profile import deidentify
+from deid.dicom.reader import read_dicom
+from deid.dicom.writer import write_dicom
 from deid.errors import DeidError
 from deid.keys import DeidKey
 from deid.settings import Limits, ProfileSettings

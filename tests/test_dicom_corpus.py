@@ -12,7 +12,9 @@ from pydicom.data import get_testdata_files
 from pydicom.dataset import Dataset
 
 from deid.dicom import profile_table
-from deid.dicom.deidentify import deidentify, output_relpath, read_dicom, read_for_profile, write_dicom
+from deid.dicom.profile import deidentify
+from deid.dicom.reader import read_dicom, read_for_profile
+from deid.dicom.writer import output_relpath, write_dicom
 from deid.errors import DeidError
 from deid.keys import DeidKey
 from deid.settings import Limits, ProfileSettings

@@ -14,18 +14,12 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from deid.dicom import deidentify as deidentify_module
 from deid.dicom import profile_table
-from deid.dicom.deidentify import (
-    DicomResult,
-    deidentify,
-    mark_pixel_data_cleaned,
-    output_relpath,
-    read_dicom,
-    read_for_profile,
-    write_dicom,
-)
+from deid.dicom import reader as deidentify_module
 from deid.dicom.iod_types import attribute_type
+from deid.dicom.profile import DicomResult, deidentify
+from deid.dicom.reader import read_dicom, read_for_profile
+from deid.dicom.writer import mark_pixel_data_cleaned, output_relpath, write_dicom
 from deid.errors import (
     BurnedInAnnotationError,
     DeidError,
@@ -35,7 +29,7 @@ from deid.errors import (
 )
 from deid.keys import DeidKey
 from deid.settings import Limits, ProfileSettings
-from deid.verify.leaks import harvest_dicom, harvest_private_texts
+from deid.verify.harvest import harvest_dicom, harvest_private_texts
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -149,7 +143,7 @@ def test_other_patient_ids_sequence_is_removed() -> None:
     ],
 )
 def test_combined_codes_choose_by_type(code: str, typ: int | None, expected: str) -> None:
-    from deid.dicom.deidentify import _combined
+    from deid.dicom.policy import _combined
 
     assert _combined(code, typ) == expected
 

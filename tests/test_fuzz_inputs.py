@@ -96,7 +96,9 @@ def _mutate(mutation: tuple) -> bytes:  # type: ignore[type-arg]
 def _process_dicom(data: bytes) -> str:
     """The DICOM branch's entry points in order, with each reader: 'classified-<kind>', or
     '<strict>/<pipeline>' where each is 'ok' or the DeidError kind."""
-    from deid.dicom.deidentify import deidentify, output_relpath, read_dicom, read_for_profile, write_dicom
+    from deid.dicom.profile import deidentify
+    from deid.dicom.reader import read_dicom, read_for_profile
+    from deid.dicom.writer import output_relpath, write_dicom
 
     kind, _subtype = classify_head(data[:HEAD_BYTES])
     if kind != "dicom":
@@ -131,7 +133,7 @@ def test_mutated_dicom_ends_as_output_or_deid_error(mutation: tuple) -> None:  #
 
 @pytest.mark.parametrize("frames", ["2147483647", "1"])
 def test_huge_declared_dicom_dimensions_refused_before_allocation(frames: str) -> None:
-    from deid.dicom.deidentify import read_dicom
+    from deid.dicom.reader import read_dicom
 
     data = _with_dims(65535, 65535, frames)  # 4.3e9 (or 9e18) pixels claimed, 512 bytes present
     tracemalloc.start()
@@ -145,7 +147,7 @@ def test_huge_declared_dicom_dimensions_refused_before_allocation(frames: str) -
 
 
 def test_zero_by_zero_and_max_file_bytes() -> None:
-    from deid.dicom.deidentify import read_dicom
+    from deid.dicom.reader import read_dicom
 
     outcomes = _process_dicom(_with_dims(0, 0, None)).split("/")
     assert len(outcomes) == 2 and set(outcomes) <= {"ok", "invalid_input", "profile_error", "too_large"}

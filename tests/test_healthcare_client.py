@@ -117,6 +117,7 @@ def test_persistent_503_gives_up_after_bounded_attempts(cloud: CloudEnv) -> None
     with pytest.raises(HealthcareApiError) as caught:
         client.deidentify(settings)
     assert client.retries == FAST.attempts - 1
+    assert caught.value.status == 503
     assert "HTTP 503" in str(caught.value) and "gave up after 4 attempts" in str(caught.value)
     assert "\n" not in str(caught.value)
 
@@ -240,5 +241,6 @@ def test_stow_of_an_instance_already_stored_is_a_conflict(cloud: CloudEnv) -> No
     client = _client(cloud)
     client.create_store(source)
     client.store_instances(source, _instances(1))
-    with pytest.raises(DicomwebError, match="HTTP 409"):
+    with pytest.raises(DicomwebError, match="HTTP 409") as caught:
         client.store_instances(source, _instances(1))
+    assert caught.value.status == 409

@@ -8,9 +8,9 @@ import itertools
 
 import pytest
 
-from deid.cloud import discovery
 from deid.cloud.healthcare import HealthcareSettings
 from deid.settings import FILTER_PROFILES, TEXT_REDACTION_MODES
+from devtools import discovery
 
 STORE = "projects/p/locations/l/datasets/d/dicomStores/"
 

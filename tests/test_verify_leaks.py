@@ -22,20 +22,10 @@ from test_verify_phi_fixtures import (
 )
 
 from deid.settings import ProfileSettings
-from deid.verify.leaks import (
-    LeakHit,
-    PhiValue,
-    harvest_dicom,
-    harvest_path,
-    harvest_text,
-    harvest_tiff_metadata,
-    is_meaningful,
-    quarantine_relpath,
-    scan_bytes,
-    scan_output,
-    summarize,
-)
+from deid.verify.harvest import harvest_dicom, harvest_path, harvest_text, harvest_tiff_metadata
+from deid.verify.scan import quarantine_relpath, scan_bytes, scan_output, summarize
 from deid.verify.tiffwalk import iter_text_tags
+from deid.verify.values import LeakHit, PhiValue, is_meaningful
 
 PHI_DIRECT = (
     "PatientName",
@@ -231,7 +221,7 @@ def test_large_zero_and_random_data_scan_quickly() -> None:
 
 
 def test_one_word_lowercase_names_are_descriptive_but_names_with_capitals_are_not() -> None:
-    from deid.verify.leaks import harvest_path
+    from deid.verify.harvest import harvest_path
 
     plain = {v.text for v in harvest_path("/in/misc/truncated.dcm", "/in")}
     assert "truncated" not in plain and "misc" not in plain

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import apache_beam as beam
 import numpy as np
 import pytest
 import tifffile
 import wsi_factory
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not collected by pytest
+from apache_beam.testing.util import assert_that, equal_to
+from conftest import BEAM_TEST_ARGS
 
 from deid.classify import InputRef
 from deid.keys import DeidKey
@@ -18,11 +24,13 @@ from deid.records import AuditRecord
 from deid.settings import Box, RunSettings, WsiSettings
 from deid.wsi import jpeg
 from deid.wsi.grid import TileGrid, children_of, level_count
-from deid.wsi.job import SlideUnit, run_local
+from deid.wsi.job import SlideUnit
 from deid.wsi.metadata import parse_aperio_description, scrub
-from deid.wsi.scratch import LocalScratch, pack_pixels, unpack_pixels
+from deid.wsi.scratch import pack_pixels, unpack_pixels
 from deid.wsi.source import SlideReader
 from deid.wsi.tiles import TileRecord, halve
+from transforms.files import LocalScratch
+from transforms.wsi import DeidentifyWsi
 
 openslide = pytest.importorskip("openslide")
 KEY = DeidKey(b"u" * 32)
@@ -154,30 +162,41 @@ def test_reader_counts_tiff_text_tags_and_matches_openslide(tmp_path: Path) -> N
     reader.close()
 
 
-# -- writers via run_local -------------------------------------------------------------------------------
+# -- writers through the production composite (DeidentifyWsi on a TestPipeline) ---------------------------
+
+PSEUDO = KEY.pseudonym("wsi", "ab" * 32)
 
 
 def _local(tmp_path: Path, src: Path, **wsi: object) -> tuple[list[str], dict[str, int], Path]:
+    """One slide through DeidentifyWsi in-process: (relative outputs, audit actions, OUTPUT)."""
     ref = InputRef(str(src), src.stat().st_size, "ab" * 32, "wsi", "tiff")
     out = tmp_path / "out"
-    outputs, actions = run_local(
-        ref,
-        str(src),
-        "PSEUDO",
-        WsiSettings(**wsi),  # type: ignore[arg-type]
-        (),
-        LocalScratch(str(tmp_path / "scr")),
-        str(out),
-        lambda purpose: KEY.uid(f"t:{purpose}"),
+    settings = RunSettings(
+        output=str(out),
+        key_token=KEY.to_token(),
+        wsi=WsiSettings(**wsi),  # type: ignore[arg-type]
+        scratch_location=str(tmp_path / "scr"),
     )
-    return outputs, actions, out
+    audit_prefix = tmp_path / "audit"
+    with BeamTestPipeline(options=PipelineOptions(BEAM_TEST_ARGS)) as p:
+        results = p | beam.Create([ref]) | DeidentifyWsi(settings)
+        assert_that(results.dead_letters, equal_to([]), label="NoDeadLetters")
+        (
+            results.audit
+            | "AuditJson" >> beam.Map(lambda record: record.to_json())
+            | "WriteAudit" >> beam.io.WriteToText(str(audit_prefix))
+        )
+    lines = [line for path in tmp_path.glob("audit*") for line in path.read_text().splitlines() if line]
+    (audit,) = [json.loads(line) for line in lines]
+    assert not list((tmp_path / "scr").rglob("*.*")), "scratch not cleaned"
+    return audit["outputs"], audit["actions"], out
 
 
 def test_writer_aperio_layout_and_label_blank(tmp_path: Path) -> None:
     src = tmp_path / "a.svs"
     wsi_factory.write_aperio_svs(src, 768, 512, 256, text_corner=None)
     outputs, actions, out = _local(tmp_path, src, label="blank")
-    assert outputs == ["wsi/PSEUDO.svs"]
+    assert outputs == [f"wsi/{PSEUDO}.svs"]
     assert actions["label_blanked"] == 1 and actions["macro_blanked"] == 1
     assert actions["tiles_reencoded"] == 2  # level 1 (no 2x level in the input); level 2 = input 4x
     slide = openslide.OpenSlide(str(out / outputs[0]))
@@ -335,7 +354,7 @@ def test_a_leaking_output_is_quarantined(tmp_path: Path, monkeypatch: pytest.Mon
     assert not (out / "wsi").exists() or not list((out / "wsi").rglob("*"))
     quarantined = list((out / "quarantine").rglob("*"))
     assert [p.relative_to(out).as_posix() for p in quarantined if p.is_file()] == [f"quarantine/{'ef' * 32}/0.svs"]
-    assert not [p for p in out.rglob(".tmp-*")]
+    assert not [p for p in out.rglob("*") if p.is_file() and ".tmp" in p.relative_to(out).parts]
     assert not list((tmp_path / "scr").rglob("*.jpg")), "scratch not cleaned"
 
 

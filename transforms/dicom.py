@@ -4,6 +4,12 @@ Sources: local files (--input) and a DICOMweb server (--dicomweb_source). Sinks:
 DICOMweb server (--dicomweb_destination). Whatever the pair, each instance goes through
 deid.dicom.instance.deidentify_instance, and a result whose leak check found an input value is
 written under OUTPUT/quarantine/ and dead-lettered `leak`: it is never published nor stored.
+
+Two inputs never share an output: de-identified instances are staged under OUTPUT/.tmp/, grouped
+by output path, and published once per path. When several inputs land on one path (the same
+SOPInstanceUID), the one with the smallest input_sha256 is published; an input whose output bytes
+are identical to it is audited `ok` with `duplicate_of`, one whose bytes differ is dead-lettered
+`uid_conflict`. The rule depends only on the inputs, so every run decides the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
@@ -20,12 +27,12 @@ from apache_beam.pvalue import TaggedOutput
 from deid.classify import InputRef
 from deid.cloud.dicomweb import InstanceKey, make_client, retrieve_bytes, store_bytes
 from deid.cloud.retry import Backoff
-from deid.dicom.instance import InstanceResult, InstanceSource, deidentify_instance
-from deid.errors import LeakDetectedError
+from deid.dicom.instance import InstanceSource, deidentify_instance
+from deid.errors import DeidError, LeakDetectedError, UidConflictError, safe_message_for
 from deid.keys import DeidKey
 from deid.qa.report import QaEntry
+from deid.records import DeadLetterRecord
 from deid.settings import RunSettings
-from transforms._io import read_all, write_atomically
 from transforms.common import (
     LINKAGE,
     METRICS_NAMESPACE,
@@ -36,18 +43,29 @@ from transforms.common import (
     linkage_rows,
     load_run_key,
 )
+from transforms.files import (
+    discard_staged,
+    publish_staged,
+    read_all,
+    read_staged,
+    stage_bytes,
+    write_atomically,
+)
 from transforms.qa import QA_TAG
 
 # Audit `outputs` entries of instances stored on a DICOMweb destination: 'dicomweb:<relpath>'.
 DICOMWEB_OUTPUT_PREFIX = "dicomweb:"
+FAILED = "failed"
+# Dead-letter records the deidentify DoFn makes itself (instances read from a DICOMweb source).
+REFUSED = "refused"
 
 
 class _DeidentifyInstanceFn(beam.DoFn):
-    """(InputRef, InstanceKey | None) -> AuditRecord; (table, old, new) to 'linkage'; QaEntry to 'qa'.
+    """(InputRef, InstanceKey | None) -> (relpath, _Staged); (table, old, new) to 'linkage'; QaEntry to 'qa'.
 
     With an InstanceKey the instance is fetched by WADO-RS from the source server, else read from
-    ref.path (bounded by --max_file_bytes). The result is written atomically under OUTPUT, or stored
-    by STOW-RS on the destination server when one is given.
+    ref.path (bounded by --max_file_bytes). The result is staged under OUTPUT/.tmp/ for _PublishFn,
+    which writes it into place or stores it by STOW-RS on the destination server.
     """
 
     def __init__(
@@ -63,26 +81,32 @@ class _DeidentifyInstanceFn(beam.DoFn):
         self._retry = retry
         self._key: DeidKey | None = None
         self._source: Any = None
-        self._destination: Any = None
 
     def setup(self) -> None:
         self._key = load_run_key(self._settings)
         if self._source_url:
             self._source = make_client(self._source_url, retry=self._retry)
-        if self._destination_url:
-            self._destination = make_client(self._destination_url, retry=self._retry)
 
     def process(self, element: tuple[InputRef, InstanceKey | None]) -> Iterable[object]:
-        assert self._key is not None
         ref, instance = element
+        if instance is None:
+            data = read_all(ref.path, self._settings.limits.max_file_bytes)
+            yield from self._deidentify(ref, data, InstanceSource(sha256=ref.sha256, path=ref.path), False)
+            return
+        data = retrieve_bytes(self._source, instance)
+        # From here on the input is known by its bytes: its dead letter names their hash, like its
+        # quarantine folder, not the hash of its address that `ref` carried until now.
+        ref = InputRef(ref.path, len(data), hashlib.sha256(data).hexdigest(), "dicom", "dicom")
+        try:
+            yield from self._deidentify(ref, data, InstanceSource(sha256=ref.sha256), True)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes this input's dead letter
+            error_kind, message = safe_message_for(type(exc), repr(exc))
+            Metrics.counter(METRICS_NAMESPACE, f"dead_letter_{error_kind}").inc()
+            yield TaggedOutput(REFUSED, DeadLetterRecord(ref.sha256, error_kind, message, ref.kind))
+
+    def _deidentify(self, ref: InputRef, data: bytes, source: InstanceSource, remote: bool) -> Iterable[object]:
+        assert self._key is not None
         settings = self._settings
-        if instance is not None:
-            data = retrieve_bytes(self._source, instance)
-            ref = InputRef(ref.path, len(data), hashlib.sha256(data).hexdigest(), "dicom", "dicom")
-            source = InstanceSource(sha256=ref.sha256)
-        else:
-            data = read_all(ref.path, settings.limits.max_file_bytes)
-            source = InstanceSource(sha256=ref.sha256, path=ref.path)
         result = deidentify_instance(data, settings, self._key, source)
         del data
         if result.leaked:
@@ -91,7 +115,7 @@ class _DeidentifyInstanceFn(beam.DoFn):
             Metrics.counter(METRICS_NAMESPACE, "outputs_quarantined").inc()
             raise LeakDetectedError(result.leak_summary())
         started = time.perf_counter()
-        output = self._publish(result)
+        staging = stage_bytes(settings.output, result.payload)
         count_actions(result.actions)
         if settings.linkage:
             yield from linkage_rows(result.uid_map, result.patient_id_map)
@@ -110,14 +134,75 @@ class _DeidentifyInstanceFn(beam.DoFn):
             )
         details = dict(result.details)
         if self._source_url or self._destination_url:
-            details["source"] = "dicomweb" if instance is not None else "input"
-        yield audit_ok(ref, [output], result.actions, **details)
+            details["source"] = "dicomweb" if remote else "input"
+        payload_sha256 = hashlib.sha256(result.payload).hexdigest()
+        yield result.relpath, _Staged(ref, staging, payload_sha256, result.actions, details)
 
-    def _publish(self, result: InstanceResult) -> str:
+
+@dataclass(frozen=True)
+class _Staged:
+    """One de-identified instance waiting in OUTPUT/.tmp/ for its output path to be decided."""
+
+    ref: InputRef
+    staging: str = field(repr=False)
+    payload_sha256: str
+    actions: dict[str, int]
+    details: dict[str, object]
+
+
+class _PublishFn(beam.DoFn):
+    """(relpath, [_Staged, ...]) -> AuditRecord per input; DeadLetterRecord to 'failed' for refused ones."""
+
+    def __init__(self, output: str, destination_url: str | None, retry: Backoff | None) -> None:
+        self._output = output
+        self._destination_url = destination_url
+        self._retry = retry
+        self._destination: Any = None
+
+    def setup(self) -> None:
+        if self._destination_url:
+            self._destination = make_client(self._destination_url, retry=self._retry)
+
+    def process(self, group: tuple[str, Iterable[_Staged]]) -> Iterable[object]:
+        relpath, staged = group
+        ordered = sorted(staged, key=lambda s: (s.ref.sha256, s.payload_sha256, s.staging))
+        winner, others = ordered[0], ordered[1:]
+        try:
+            try:
+                output = self._publish(winner, relpath)
+            finally:
+                for other in others:
+                    discard_staged(other.staging)
+        except DeidError as exc:
+            for item in ordered:
+                yield _dead(item.ref, exc)
+            return
+        yield audit_ok(winner.ref, [output], winner.actions, **winner.details)
+        for other in others:
+            if other.payload_sha256 == winner.payload_sha256:
+                Metrics.counter(METRICS_NAMESPACE, "outputs_duplicate").inc()
+                yield audit_ok(other.ref, [output], other.actions, duplicate_of=winner.ref.sha256, **other.details)
+            else:
+                yield _dead(
+                    other.ref,
+                    UidConflictError(
+                        f"another input (input_sha256 {winner.ref.sha256}) has the same SOPInstanceUID and "
+                        "different content, and was published under the output path; check the two inputs "
+                        "and de-identify this one separately"
+                    ),
+                )
+
+    def _publish(self, staged: _Staged, relpath: str) -> str:
         if self._destination is not None:
-            store_bytes(self._destination, [result.payload], "STOW-RS into the destination server")
-            return DICOMWEB_OUTPUT_PREFIX + result.relpath
-        return write_atomically(self._settings.output, result.relpath, result.payload)
+            store_bytes(self._destination, [read_staged(staged.staging)], "STOW-RS into the destination server")
+            discard_staged(staged.staging)
+            return DICOMWEB_OUTPUT_PREFIX + relpath
+        return publish_staged(staged.staging, self._output, relpath)
+
+
+def _dead(ref: InputRef, exc: DeidError) -> TaggedOutput:
+    Metrics.counter(METRICS_NAMESPACE, f"dead_letter_{exc.error_kind}").inc()
+    return TaggedOutput(FAILED, DeadLetterRecord(ref.sha256, exc.error_kind, str(exc), ref.kind))
 
 
 def deidentify_instances(
@@ -128,16 +213,25 @@ def deidentify_instances(
     retry: Backoff | None = None,
 ) -> DeidOutputs:
     """PCollection[(InputRef, InstanceKey | None)] -> DeidOutputs; shared by DeidentifyDicom and
-    transforms.dicomweb.DicomwebDeidentify so that both run the same DoFn."""
+    transforms.dicomweb.DicomwebDeidentify so that both run the same DoFns."""
     results = elements | "Deidentify" >> beam.ParDo(
         _DeidentifyInstanceFn(settings, source_url, destination_url, retry)
-    ).with_outputs(LINKAGE, QA_TAG, main="audit").with_exception_handling(main_tag="audit", dead_letter_tag="failed")
-    return DeidOutputs(
-        audit=results["audit"],
-        dead_letters=results["failed"] | "DeadLetters" >> ToDeadLetters(),
-        linkage=results[LINKAGE],
-        qa=results[QA_TAG],
+    ).with_outputs(LINKAGE, QA_TAG, REFUSED, main="staged").with_exception_handling(
+        main_tag="staged", dead_letter_tag=FAILED
     )
+    published = (
+        results["staged"]
+        | "ByOutputPath" >> beam.GroupByKey()
+        | "Publish" >> beam.ParDo(_PublishFn(settings.output, destination_url, retry)).with_outputs(
+            FAILED, main="audit"
+        )
+    )
+    dead = (
+        results[FAILED] | "DeadLetters" >> ToDeadLetters(),
+        results[REFUSED],
+        published[FAILED],
+    ) | "AllDeadLetters" >> beam.Flatten()
+    return DeidOutputs(audit=published["audit"], dead_letters=dead, linkage=results[LINKAGE], qa=results[QA_TAG])
 
 
 class DeidentifyDicom(beam.PTransform):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any
 
 import apache_beam as beam
@@ -29,8 +30,8 @@ from deid.cloud.dicomweb import DicomwebError
 from deid.cloud.healthcare import HealthcareApiError, HealthcareClient, HealthcareSettings, OperationResult
 from deid.records import AuditRecord, DeadLetterRecord
 from deid.settings import Limits
-from transforms._io import read_all
 from transforms.common import METRICS_NAMESPACE, DeidOutputs, ToDeadLetters, audit_ok
+from transforms.files import read_all
 
 FAILED_KIND = "healthcare_instance_failed"
 OPERATION_KIND = "healthcare_api"
@@ -61,7 +62,7 @@ class _StoreFn(beam.DoFn):
         try:
             store_bytes(self._dicomweb, [data], "STOW-RS into the Healthcare source store")
         except DicomwebError as exc:
-            if "HTTP 409" not in str(exc):
+            if exc.status != HTTPStatus.CONFLICT:
                 raise
             Metrics.counter(METRICS_NAMESPACE, "healthcare_already_stored").inc()
         Metrics.counter(METRICS_NAMESPACE, "healthcare_stored").inc()

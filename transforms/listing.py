@@ -12,8 +12,8 @@ from apache_beam.metrics import Metrics
 from deid.classify import HEAD_BYTES, InputRef, classify_head
 from deid.errors import InputTooLargeError, InvalidInputError, UnsupportedFormatError
 from deid.settings import is_glob
-from transforms._io import TMP_DIR, sha256_and_head
 from transforms.common import METRICS_NAMESPACE, ToDeadLetters
+from transforms.files import TMP_DIR, sha256_and_head
 
 
 def input_pattern(input_location: str) -> str:

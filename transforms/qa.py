@@ -7,7 +7,7 @@ from typing import Any
 import apache_beam as beam
 
 from deid.qa.report import QaEntry, build_report, summary_from_audit
-from transforms._io import write_atomically
+from transforms.files import write_atomically
 
 QA_TAG = "qa"
 REPORT_RELPATH = "qa/index.html"

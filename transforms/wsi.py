@@ -16,47 +16,50 @@ Stages (all elements are small; pixels wait in scratch storage):
    stage costs every run a bundle round trip, even with no slides.
 5. `_WriteSlide` joins a job with all its records, streams the TIFF and/or DICOM output to a local
    file, re-harvests the input's identifying values (tags and path only) and searches every staged
-   output for them (`deid.wsi.leakcheck`), then copies each output under OUTPUT with a temporary
-   name, renames it, and emits the audit record. On a hit the outputs go to OUTPUT/quarantine/
-   instead and the slide becomes a dead letter with error_kind "leak".
+   output for them (`deid.wsi.leakcheck`), then publishes each output (`transforms.files.publish`:
+   staged under OUTPUT/.tmp/, renamed into place) and emits the audit record. On a hit the outputs
+   go to OUTPUT/quarantine/ instead and the slide becomes a dead letter with error_kind "leak".
+
+Scratch storage, local copies of slides for OpenSlide, the per-worker reader cache and publishing
+are in `transforms.files`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import posixpath
-import shutil
 import tempfile
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystem import BeamIOError
+import pydicom
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from deid.classify import InputRef
-from deid.errors import InvalidInputError, SlideReadError
+from deid.errors import InputTooLargeError, InvalidInputError, LeakDetectedError, SlideReadError
 from deid.qa.report import QaEntry
 from deid.records import AuditRecord
+from deid.redaction.engine import RedactionConfig
 from deid.settings import RunSettings
+from deid.verify.scan import quarantine_relpath, summarize
 from deid.wsi.job import (
     MAX_PYRAMID_LEVELS,
     SlideJob,
     SlideUnit,
     band_tasks,
     keep_associated,
+    load_top,
     plan_job,
 )
+from deid.wsi.leakcheck import harvest_slide, scan_outputs
 from deid.wsi.probe import probe_isolated
-from deid.wsi.scratch import LocalScratch, Scratch
+from deid.wsi.qa import INPUT_THUMBNAIL_SIDE, slide_entry
 from deid.wsi.source import SlideReader, check_limits
 from deid.wsi.tiles import (
     TileBand,
@@ -68,7 +71,7 @@ from deid.wsi.tiles import (
     redact_level0_tile,
     redaction_config,
 )
-from transforms._io import RAW
+from deid.wsi.writer import write_outputs
 from transforms.common import (
     METRICS_NAMESPACE,
     DeidOutputs,
@@ -77,9 +80,17 @@ from transforms.common import (
     count_actions,
     load_run_key,
 )
+from transforms.files import (
+    SlideReaders,
+    localized,
+    make_scratch,
+    open_input,
+    output_path,
+    publish,
+    scratch_root,
+)
 from transforms.qa import QA_TAG
 
-_COPY_CHUNK = 8 * 1024 * 1024
 # Pyramid levels built per stage (see the module docstring): 15 levels take 5 stages, and a block
 # at level 0 is 8x8 tiles, small enough to keep a large slide's level 1 spread over many workers.
 PYRAMID_LEVELS_PER_STAGE = 3
@@ -103,7 +114,7 @@ class DeidentifyWsi(beam.PTransform):
 
     def expand(self, refs: beam.PCollection) -> DeidOutputs:
         settings = self._settings
-        scratch_root = _scratch_root(settings, self._run_id)
+        scratch = scratch_root(settings.scratch_location, self._run_id)
         dicom, single = refs | "SplitDicomWsi" >> beam.Partition(_by_subtype, 2)  # type: ignore[arg-type]
         keyed_good, keyed_bad = dicom | "KeyBySeries" >> beam.ParDo(_KeyDicomSeries(settings)).with_exception_handling()
         grouped_units = (
@@ -115,7 +126,7 @@ class DeidentifyWsi(beam.PTransform):
         units = (grouped_units, single_units) | "Units" >> beam.Flatten()
 
         prepared_good, prepared_bad = (
-            units | "PrepareSlide" >> beam.ParDo(_PrepareSlide(settings, scratch_root)).with_exception_handling()
+            units | "PrepareSlide" >> beam.ParDo(_PrepareSlide(settings, scratch)).with_exception_handling()
         )
         jobs = prepared_good
         contexts = beam.pvalue.AsDict(jobs | "Contexts" >> beam.Map(lambda job: (job.slide_id, job.context)))
@@ -123,7 +134,7 @@ class DeidentifyWsi(beam.PTransform):
         # Bands of level-0 tiles: each overlapped window is read from a per-reader cache of decoded
         # tiles, so a band decodes each of its tiles (and of its one-tile ring) once.
         bands = jobs | "TileBands" >> beam.FlatMap(band_tasks) | "SpreadBands" >> beam.Reshuffle()
-        level0 = bands | "RedactTiles" >> beam.ParDo(_RedactTiles(scratch_root))
+        level0 = bands | "RedactTiles" >> beam.ParDo(_RedactTiles(scratch))
         levels = [level0]
         current = level0
         for first in range(1, MAX_PYRAMID_LEVELS, PYRAMID_LEVELS_PER_STAGE):
@@ -132,7 +143,7 @@ class DeidentifyWsi(beam.PTransform):
                 current
                 | f"ToBlock{first}" >> beam.FlatMap(_ancestor_key, count)
                 | f"GroupBlock{first}" >> beam.GroupByKey()
-                | f"BuildLevels{first}" >> beam.ParDo(_BuildParents(scratch_root, first, count), contexts)
+                | f"BuildLevels{first}" >> beam.ParDo(_BuildParents(scratch, first, count), contexts)
             )
             levels.append(built)
             top = first + count - 1
@@ -145,7 +156,7 @@ class DeidentifyWsi(beam.PTransform):
             | "JoinSlide" >> beam.CoGroupByKey()
             | "SlideAndTiles" >> beam.FlatMap(_job_with_records)
         )
-        written = finished | "WriteSlide" >> beam.ParDo(_WriteSlide(settings, scratch_root)).with_outputs(
+        written = finished | "WriteSlide" >> beam.ParDo(_WriteSlide(settings, scratch)).with_outputs(
             QA_TAG, main="audit"
         ).with_exception_handling(main_tag="audit", dead_letter_tag="failed")
         written_good, written_bad = written["audit"], written["failed"]
@@ -160,122 +171,6 @@ class DeidentifyWsi(beam.PTransform):
 
 
 # -- helpers shared by the DoFns --------------------------------------------------------------------
-
-
-def _scratch_root(settings: RunSettings, run_id: str) -> str:
-    base = settings.scratch_location or os.path.join(tempfile.gettempdir(), "deid-wsi-scratch")
-    return FileSystems.join(base, f"wsi-{run_id}") if "://" in base else os.path.join(base, f"wsi-{run_id}")
-
-
-class _FileSystemsScratch:
-    """Scratch on any Beam filesystem (gs:// on Dataflow, where workers share no local disk)."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root.rstrip("/")
-
-    def _path(self, name: str) -> str:
-        return f"{self.root}/{name}"
-
-    def put(self, name: str, data: bytes) -> None:
-        with FileSystems.create(self._path(name), compression_type=RAW) as handle:
-            handle.write(data)
-
-    def get(self, name: str) -> bytes:
-        with FileSystems.open(self._path(name), compression_type=RAW) as handle:
-            return handle.read()
-
-    def delete(self, name: str) -> None:
-        with contextlib.suppress(Exception):  # a leftover scratch file is harmless
-            FileSystems.delete([self._path(name)])
-
-    def delete_prefix(self, prefix: str) -> None:
-        pattern = f"{self._path(prefix.rstrip('/'))}/**"
-        try:
-            matched = FileSystems.match([pattern])[0].metadata_list
-            if matched:
-                FileSystems.delete([m.path for m in matched])
-        except (OSError, BeamIOError):
-            pass  # best-effort cleanup of scratch: a leftover file must not fail a finished slide
-
-
-def make_scratch(root: str) -> Scratch:
-    return _FileSystemsScratch(root) if "://" in root else LocalScratch(root)
-
-
-def localize(paths: tuple[str, ...], subtype: str) -> tuple[str, str | None]:
-    """(local path OpenSlide can open, temporary directory to remove afterwards or None).
-
-    Local single files and MIRAX units are used in place. DICOM-WSI units get a directory of
-    symlinks (or copies) holding only their own instances, so OpenSlide sees exactly one slide.
-    Remote objects are copied with FileSystems; names keep only the extension (NDPI, MRXS need it)
-    or, for MIRAX, the layout relative to the index file.
-    """
-    remote = any("://" in path for path in paths)
-    if not remote and (len(paths) == 1 or subtype == "mrxs"):
-        return paths[0], None
-    tmp = tempfile.mkdtemp(prefix="deid-wsi-")
-    try:
-        base = posixpath.dirname(paths[0])
-        targets = []
-        for index, path in enumerate(paths):
-            if subtype == "dicom-wsi":
-                name = f"{index:05d}.dcm"
-            elif subtype == "mrxs":
-                name = posixpath.relpath(path, base) if index else posixpath.basename(path)
-            else:
-                ext = os.path.splitext(path)[1].lower()[:8] if index == 0 else ""
-                name = f"slide{ext}" if index == 0 else posixpath.relpath(path, base)
-            target = os.path.join(tmp, name)
-            if ".." in name.split("/"):
-                raise InvalidInputError("a file of a slide unit lies outside its index file's directory")
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            if remote:
-                with FileSystems.open(path, compression_type=RAW) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, _COPY_CHUNK)
-            else:
-                os.symlink(os.path.abspath(path), target)
-            targets.append(target)
-        return targets[0], tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-class _Readers:
-    """A few open slides per DoFn instance; a reader is dropped after any error (OpenSlide latches)."""
-
-    def __init__(self, limit: int = 2) -> None:
-        self._limit = limit
-        self._open: OrderedDict[str, tuple[SlideReader, str | None]] = OrderedDict()
-
-    def get(self, context: TileContext) -> SlideReader:
-        entry = self._open.get(context.slide_id)
-        if entry is not None:
-            self._open.move_to_end(context.slide_id)
-            return entry[0]
-        path, tmp = localize(context.source_paths, context.subtype)
-        try:
-            reader = SlideReader(path)
-        except BaseException:
-            if tmp:
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        self._open[context.slide_id] = (reader, tmp)
-        while len(self._open) > self._limit:
-            self.drop(next(iter(self._open)))
-        return reader
-
-    def drop(self, slide_id: str) -> None:
-        entry = self._open.pop(slide_id, None)
-        if entry is not None:
-            reader, tmp = entry
-            reader.close()
-            if tmp:
-                shutil.rmtree(tmp, ignore_errors=True)
-
-    def close_all(self) -> None:
-        for slide_id in list(self._open):
-            self.drop(slide_id)
 
 
 def _by_subtype(ref: InputRef, _partitions: int) -> int:
@@ -310,9 +205,7 @@ class _KeyDicomSeries(beam.DoFn):
     def process(self, ref: InputRef) -> list[tuple[str, InputRef]]:
         if ref.group_key:
             return [(ref.group_key, ref)]
-        import pydicom
-
-        with FileSystems.open(ref.path, compression_type=RAW) as handle:
+        with open_input(ref.path) as handle:
             ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         if not uid:
@@ -341,44 +234,38 @@ class _PrepareSlide(beam.DoFn):
         if ref.size > settings.limits.max_file_bytes:
             check_limits_size(ref.size, settings)
         if settings.wsi.redact_text == "ocr" or settings.wsi.label == "redact":
-            from deid.redaction.engine import RedactionConfig
-
             RedactionConfig(text_mode=settings.wsi.redact_text).check_tools()
         start = time.perf_counter()
-        path, tmp = localize(unit.paths, ref.subtype)
         reader: SlideReader | None = None
         pseudonym = self._key.pseudonym("wsi", ref.sha256)
         slide_id = f"{pseudonym}-{self._key.pseudonym('wsi-scratch', ref.path, 8)}"
-        try:
-            probe_isolated(path, settings.wsi.tile_size)
-            reader = SlideReader(path)
-            check_limits(reader.info, ref.size, settings.limits)
-            job = plan_job(
-                ref,
-                pseudonym,
-                slide_id,
-                unit.paths,
-                reader.info,
-                settings.wsi,
-                settings.wsi.regions.for_input(ref.sha256),
-            )
-            job = keep_associated(job, reader, settings.wsi, self._scratch)
-            job = dataclasses.replace(job, prepare_seconds=time.perf_counter() - start)
-        except BaseException:
-            self._scratch.delete_prefix(slide_id)
-            raise
-        finally:
-            if reader is not None:
-                reader.close()
-            if tmp:
-                shutil.rmtree(tmp, ignore_errors=True)
+        with localized(unit.paths, ref.subtype) as path:
+            try:
+                probe_isolated(path, settings.wsi.tile_size)
+                reader = SlideReader(path)
+                check_limits(reader.info, ref.size, settings.limits)
+                job = plan_job(
+                    ref,
+                    pseudonym,
+                    slide_id,
+                    unit.paths,
+                    reader.info,
+                    settings.wsi,
+                    settings.wsi.regions.for_input(ref.sha256),
+                )
+                job = keep_associated(job, reader, settings.wsi, self._scratch)
+                job = dataclasses.replace(job, prepare_seconds=time.perf_counter() - start)
+            except BaseException:
+                self._scratch.delete_prefix(slide_id)
+                raise
+            finally:
+                if reader is not None:
+                    reader.close()
         Metrics.counter(METRICS_NAMESPACE, "wsi_slides_prepared").inc()
         yield job
 
 
 def check_limits_size(size: int, settings: RunSettings) -> None:
-    from deid.errors import InputTooLargeError
-
     raise InputTooLargeError(f"the slide is {size} bytes, more than --max_file_bytes {settings.limits.max_file_bytes}")
 
 
@@ -386,14 +273,13 @@ class _RedactTiles(beam.DoFn):
     """TileBand (or one TileTask) -> TileRecords (level 0). Pixels go to scratch; failures become
     failed records. A TileRecord input passes through unchanged."""
 
-    def __init__(self, scratch_root: str, edges: bool = False) -> None:
+    def __init__(self, scratch_root: str) -> None:
         self._scratch_root = scratch_root
-        self._edges = edges
 
     def setup(self) -> None:
         self._scratch = make_scratch(self._scratch_root)
-        self._readers = _Readers()
-        self._configs: dict[str, object] = {}
+        self._readers = SlideReaders(SlideReader)
+        self._configs: dict[str, RedactionConfig] = {}
         self._tiles = Metrics.counter(METRICS_NAMESPACE, "wsi_tiles_level0")
 
     def process(self, element: TileBand | TileTask | TileRecord) -> list[TileRecord]:
@@ -402,7 +288,7 @@ class _RedactTiles(beam.DoFn):
         tasks = element.tasks() if isinstance(element, TileBand) else [element]
         ctx = element.context
         try:
-            reader = self._readers.get(ctx)
+            reader = self._readers.get(ctx.slide_id, ctx.source_paths, ctx.subtype)
             config = self._configs.get(ctx.slide_id)
             if config is None and ctx.needs_engine:
                 config = self._configs[ctx.slide_id] = redaction_config(ctx)
@@ -412,7 +298,7 @@ class _RedactTiles(beam.DoFn):
             reader.cache_tiles = max(reader.cache_tiles, element.cache_tiles())
         records = []
         for task in tasks:
-            record = redact_level0_tile(reader, task, self._scratch, config, edges=self._edges)
+            record = redact_level0_tile(reader, task, self._scratch, config)
             if record.failed:
                 # The reader latches after an error: the band's other tiles fail the same way.
                 self._readers.drop(ctx.slide_id)
@@ -481,20 +367,22 @@ class _WriteSlide(beam.DoFn):
         self._scratch = make_scratch(self._scratch_root)
 
     def process(self, item: tuple[SlideJob, list[TileRecord]]) -> Iterator[AuditRecord | TaggedOutput]:
-        from deid.wsi.writer import write_outputs
-
         job, records = item
         settings = self._settings
-        local_out = tempfile.mkdtemp(prefix="deid-wsi-out-")
         reader: SlideReader | None = None
-        tmp: str | None = None
         sha = job.ref.sha256
         entry: QaEntry | None = None
-        try:
+        with contextlib.ExitStack() as cleanup:
+            # Run on exit, last first: close the reader, remove its local copy, the local outputs, scratch.
+            cleanup.callback(self._scratch.delete_prefix, job.slide_id)
+            local_out = cleanup.enter_context(
+                tempfile.TemporaryDirectory(prefix="deid-wsi-out-", ignore_cleanup_errors=True)
+            )
             start = time.perf_counter()
             if any(record.origin == "source" for record in records) or settings.qa_report:
-                path, tmp = localize(job.context.source_paths, job.context.subtype)
+                path = cleanup.enter_context(localized(job.context.source_paths, job.context.subtype))
                 reader = SlideReader(path)
+                cleanup.callback(reader.close)
             outputs, actions = write_outputs(
                 job,
                 records,
@@ -511,13 +399,6 @@ class _WriteSlide(beam.DoFn):
             if settings.qa_report:
                 seconds = {"wsi write": written - start, "wsi leak check": checked - written}
                 entry = self._qa_entry(job, records, actions, reader, seconds)
-        finally:
-            if reader is not None:
-                reader.close()
-            if tmp:
-                shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(local_out, ignore_errors=True)
-            self._scratch.delete_prefix(job.slide_id)
         count_actions(actions)
         yield audit_ok(
             job.ref,
@@ -541,9 +422,6 @@ class _WriteSlide(beam.DoFn):
         seconds: dict[str, float],
     ) -> QaEntry:
         """Thumbnails in memory only; a thumbnail that cannot be made is left out, the slide is fine."""
-        from deid.wsi.job import load_top
-        from deid.wsi.qa import INPUT_THUMBNAIL_SIDE, slide_entry
-
         before = top = None
         with contextlib.suppress(Exception):
             if reader is not None:
@@ -555,13 +433,9 @@ class _WriteSlide(beam.DoFn):
     def _check_leaks(self, job: SlideJob, local_out: str, outputs: list[str]) -> None:
         """Search the staged outputs for the input's identifying values (re-harvested here, so they
         never cross a stage); on a hit publish them under quarantine/ and fail the slide."""
-        from deid.errors import LeakDetectedError
-        from deid.verify.leaks import quarantine_relpath, summarize
-        from deid.wsi.leakcheck import harvest_slide, scan_outputs
-
         settings = self._settings
         values = harvest_slide(
-            job.context.source_paths, job.context.subtype, settings.input_root, settings.profile, _open_input
+            job.context.source_paths, job.context.subtype, settings.input_root, settings.profile, open_input
         )
         hits = scan_outputs(local_out, outputs, values)
         del values
@@ -571,36 +445,9 @@ class _WriteSlide(beam.DoFn):
         publish(local_out, outputs, settings.output, moved)
         # An earlier run with the same key may have published these names: never leave them in wsi/.
         for relative in outputs:
-            final = FileSystems.join(settings.output, *relative.split("/"))
+            final = output_path(settings.output, relative)
             with contextlib.suppress(Exception):
                 if FileSystems.exists(final):
                     FileSystems.delete([final])
         Metrics.counter(METRICS_NAMESPACE, "wsi_outputs_quarantined").inc(len(moved))
         raise LeakDetectedError(summarize(hits))
-
-
-def _open_input(path: str) -> Any:
-    return FileSystems.open(path, compression_type=RAW)
-
-
-def publish(
-    local_root: str, relative_paths: Iterable[str], output: str, destinations: Iterable[str] | None = None
-) -> None:
-    """Copy each local file to OUTPUT/<relative> under a temporary name, then rename it into place.
-
-    `destinations`: other relative paths under OUTPUT, one per file (quarantine).
-    """
-    sources = list(relative_paths)
-    targets = list(destinations) if destinations is not None else sources
-    for relative, target in zip(sources, targets, strict=True):
-        final = FileSystems.join(output, *target.split("/"))
-        directory, name = posixpath.split(final) if "://" in final else os.path.split(final)
-        temporary = FileSystems.join(directory, f".tmp-{uuid.uuid4().hex[:12]}-{name}")
-        if "://" not in final:
-            os.makedirs(directory, exist_ok=True)
-        with (
-            open(os.path.join(local_root, relative), "rb") as src,
-            FileSystems.create(temporary, compression_type=RAW) as dst,
-        ):
-            shutil.copyfileobj(src, dst, _COPY_CHUNK)
-        FileSystems.rename([temporary], [final])

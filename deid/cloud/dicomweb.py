@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+import pydicom
 import requests
+from dicomweb_client.api import DICOMwebClient
 
 from deid.cloud.retry import RETRYABLE_STATUSES, Backoff
 from deid.errors import DeidError
@@ -27,9 +29,20 @@ QIDO_PAGE = 1000
 
 
 class DicomwebError(DeidError):
-    """A DICOMweb server refused a request. One line: the transaction, the HTTP status, a hint."""
+    """A DICOMweb server refused a request. One line: the transaction, the HTTP status, a hint.
+
+    `status` is the HTTP status of the response (None when no response came back, or when the server
+    answered but refused instances inside a successful STOW-RS response); decide on it, not on the text.
+    """
 
     error_kind = "dicomweb"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self), self.status)
 
 
 @dataclass(frozen=True, order=True)
@@ -49,8 +62,6 @@ def make_client(
     url: str, session: requests.Session | None = None, retry: Backoff | None = None, timeout_s: float = 120.0
 ) -> Any:
     """A dicomweb_client.DICOMwebClient for `url` with our retry bounds."""
-    from dicomweb_client.api import DICOMwebClient
-
     logging.getLogger("dicomweb_client").setLevel(logging.CRITICAL)
     retry = retry or Backoff()
     client = DICOMwebClient(url.rstrip("/"), session=session, timeout=timeout_s, chunk_size=16 * 1024**2)
@@ -75,7 +86,7 @@ def translate(exc: BaseException, what: str) -> DicomwebError:
             409: "conflict",
             413: "the instance is too large for the server",
         }.get(status, "retries exhausted" if status in RETRYABLE_STATUSES else "request refused")
-        return DicomwebError(f"DICOMweb {what}: HTTP {status}: {hint}")
+        return DicomwebError(f"DICOMweb {what}: HTTP {status}: {hint}", status)
     if isinstance(exc, requests.ConnectionError | requests.Timeout):
         return DicomwebError(f"DICOMweb {what}: {type(exc).__name__}; check the URL and that the server is up")
     return DicomwebError(f"DICOMweb {what}: {type(exc).__name__}")
@@ -108,8 +119,6 @@ def list_instances(client: Any, what: str = "QIDO-RS search for instances") -> l
 
 def retrieve_bytes(client: Any, key: InstanceKey) -> bytes:
     """WADO-RS one instance in its stored transfer syntax, as Part 10 bytes."""
-    import pydicom
-
     try:
         dataset = client.retrieve_instance(key.study, key.series, key.sop, media_types=(("application/dicom", "*"),))
     except (requests.RequestException, ValueError) as exc:
@@ -140,8 +149,6 @@ def store_datasets(client: Any, datasets: Sequence[Any], what: str = "STOW-RS") 
 
 def _part10(dataset: Any) -> Any:
     """A dataset dicomweb-client encodes as a Part 10 file (preamble, DICM, file meta)."""
-    import pydicom
-
     if getattr(dataset, "preamble", None) is not None:
         return dataset
     buffer = io.BytesIO()
@@ -151,7 +158,5 @@ def _part10(dataset: Any) -> Any:
 
 def store_bytes(client: Any, blobs: Iterable[bytes], what: str = "STOW-RS") -> list[str]:
     """STOW-RS Part 10 files given as bytes."""
-    import pydicom
-
     datasets = [pydicom.dcmread(io.BytesIO(blob), force=True) for blob in blobs]
     return store_datasets(client, datasets, what)

@@ -4,7 +4,7 @@ What it calls: `dicomStores.get` (pre-flight), DICOMweb STOW-RS under `.../dicom
 dicomweb-client), `dicomStores.import`, `dicomStores.deidentify`, `dicomStores.export` and
 `operations.get`. Requests go through a `requests.Session`; in production that is google-auth's
 `AuthorizedSession` over Application Default Credentials, in tests a session against the local fake
-server (`deid.cloud.fake_healthcare`) whose token endpoint the throwaway credentials point at.
+server (`devtools.fake_healthcare`, a test double) whose token endpoint the throwaway credentials point at.
 
 Retries: 408/429/5xx and connection errors are retried with bounded exponential backoff and full
 jitter (honouring Retry-After); any other 4xx is final and becomes a one-line `HealthcareApiError`.
@@ -21,8 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import google.auth
 import requests
+from google.auth.exceptions import DefaultCredentialsError, RefreshError, TransportError
+from google.auth.transport.requests import AuthorizedSession
 
+from deid.cloud.dicomweb import make_client, store_datasets
 from deid.cloud.retry import RETRYABLE_STATUSES, Backoff, retry_after_seconds
 from deid.errors import ConfigError, DeidError
 from deid.settings import FILTER_PROFILES, TEXT_REDACTION_MODES, split_list
@@ -39,13 +43,20 @@ _STORE_PARTS_RE = re.compile(
 
 
 class HealthcareApiError(DeidError):
-    """The Healthcare API refused a request or an operation failed. One line, no instance values."""
+    """The Healthcare API refused a request or an operation failed. One line, no instance values.
+
+    `status` is the HTTP status of the final response (None for connection failures, credentials
+    that could not be refreshed and failed operations); decide on it, not on the message text.
+    """
 
     error_kind = "healthcare_api"
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self), self.status)
 
 
 def check_store_name(option: str, name: str) -> str:
@@ -247,10 +258,6 @@ SessionFactory = Callable[[], requests.Session]
 
 def default_session() -> requests.Session:
     """google-auth Application Default Credentials with the cloud-healthcare scope."""
-    import google.auth
-    from google.auth.exceptions import DefaultCredentialsError
-    from google.auth.transport.requests import AuthorizedSession
-
     try:
         credentials, _project = google.auth.default(scopes=list(SCOPES))
     except DefaultCredentialsError:
@@ -297,8 +304,6 @@ class HealthcareClient:
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """One REST call, retried on 408/429/5xx and connection errors; returns the JSON body."""
-        from google.auth.exceptions import RefreshError, TransportError
-
         url = f"{self.endpoint}/{path.lstrip('/')}"
         delays = self.retry.delays(self._rng)
         while True:
@@ -423,14 +428,10 @@ class HealthcareClient:
 
     def dicomweb(self, store: str) -> Any:
         """A dicomweb-client DICOMwebClient for `store`, sharing this client's session and retries."""
-        from deid.cloud.dicomweb import make_client
-
         return make_client(f"{self.endpoint}/{store}/dicomWeb", self.session, self.retry)
 
     def store_instances(self, store: str, datasets: Sequence[Any]) -> list[str]:
         """STOW-RS `datasets` into `store`; returns the SOP Instance UIDs stored (failures raise)."""
-        from deid.cloud.dicomweb import store_datasets
-
         return store_datasets(self.dicomweb(store), datasets, f"STOW-RS into {store}")
 
 

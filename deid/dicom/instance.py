@@ -20,22 +20,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from deid.dicom.deidentify import deidentify, mark_pixel_data_cleaned, output_relpath, read_for_profile, write_dicom
 from deid.dicom.pixels import redact_dicom_pixels
+from deid.dicom.profile import deidentify
+from deid.dicom.reader import read_for_profile
+from deid.dicom.writer import mark_pixel_data_cleaned, output_relpath, write_dicom
 from deid.keys import DeidKey
 from deid.qa.report import after_thumbnail, before_thumbnail, first_frame
 from deid.redaction.engine import RedactionConfig
 from deid.settings import RunSettings
-from deid.verify.leaks import (
-    LeakHit,
-    PhiValue,
-    harvest_dicom,
-    harvest_path,
-    harvest_private_texts,
-    quarantine_relpath,
-    scan_output,
-    summarize,
-)
+from deid.verify.harvest import harvest_dicom, harvest_path, harvest_private_texts
+from deid.verify.scan import quarantine_relpath, scan_output, summarize
+from deid.verify.values import LeakHit, PhiValue
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Proof that outputs carry no identifying value of their inputs.
 
-`leaks` harvests identifying values from inputs (DICOM attributes, private text, slide metadata, OCR
-text, path components) and searches de-identified outputs for them. `pixels` re-reads redacted
+`harvest` collects identifying values from inputs (DICOM attributes, private text, slide metadata,
+OCR text, path components), `scan` searches de-identified outputs for them, and `values` says which
+values count and how a hit is reported without the value. `pixels` re-reads redacted
 regions with OCR. `tiffwalk` lists every text-bearing tag of every IFD of a TIFF without decoding
 pixels. Nothing here imports Beam; the values never leave the calling worker's memory.
 """

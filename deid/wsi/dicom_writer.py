@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pydicom
+from PIL import ImageCms
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, JPEGBaseline8Bit
@@ -48,8 +49,6 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
 
 
 def srgb_profile() -> bytes:
-    from PIL import ImageCms
-
     return bytes(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
 
 

@@ -2,13 +2,12 @@
 
 `plan_job` turns an opened slide into a `SlideJob` (geometry, codecs, metadata kept); `keep_associated`
 handles label and macro; `tile_tasks` lists the level-0 work; `write_outputs` streams the finished
-tiles into the output files. `run_local` chains them in one process for tests and small slides.
+tiles into the output files. `transforms.wsi.DeidentifyWsi` runs these steps as Beam stages.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -16,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from deid.classify import InputRef
-from deid.errors import DeidError, SlideReadError, UnexpectedError
+from deid.errors import DeidError, InputTooLargeError, SlideReadError, UnexpectedError
+from deid.redaction.engine import RedactionConfig, redact_image
 from deid.settings import Box, WsiSettings
 from deid.wsi import jpeg
 from deid.wsi.grid import LevelShape, TileGrid
@@ -28,12 +28,9 @@ from deid.wsi.tiles import (
     TileContext,
     TileRecord,
     TileTask,
-    build_parent,
     level_codecs,
-    redact_level0_tile,
     tile_name,
     top_name,
-    write_edges,
 )
 
 MAX_PYRAMID_LEVELS = 16
@@ -112,8 +109,6 @@ def plan_job(
     grid = TileGrid(info.width, info.height, tile, overlap)
     levels = grid.levels()
     if len(levels) > MAX_PYRAMID_LEVELS:
-        from deid.errors import InputTooLargeError
-
         raise InputTooLargeError(
             f"the slide needs {len(levels)} pyramid levels at tile size {tile}; at most {MAX_PYRAMID_LEVELS} "
             "are built, use a larger --tile_size"
@@ -165,8 +160,6 @@ def keep_associated(job: SlideJob, reader: SlideReader, settings: WsiSettings, s
             image = np.full_like(image, 255)
             actions[f"{name}_blanked"] = 1
         else:
-            from deid.redaction.engine import RedactionConfig, redact_image
-
             mode = settings.redact_text if settings.redact_text != "off" else "detect"
             outcome = redact_image(image, RedactionConfig(text_mode=mode, fill=settings.redact_fill))
             image = np.asarray(outcome.pixels)
@@ -175,11 +168,6 @@ def keep_associated(job: SlideJob, reader: SlideReader, settings: WsiSettings, s
         scratch.put(associated_name(job.slide_id, name), pack_pixels(image))
         kept.append(name)
     return dataclasses.replace(job, associated=tuple(kept), actions=tuple(sorted(actions.items())))
-
-
-def uses_edges(settings: WsiSettings) -> bool:
-    """Text detection needs overlapped windows; they are built from neighbours' border bands."""
-    return settings.redact_text != "off" and settings.tile_overlap > 0
 
 
 # Level-0 tiles per band element: few elements per slide, one decode per tile (the ring of a
@@ -292,49 +280,3 @@ def output_names(job: SlideJob, output_format: str) -> dict[str, str]:
     if output_format in ("dicom", "both"):
         names["dicom"] = f"wsi/{job.pseudonym}"
     return names
-
-
-def run_local(
-    ref: InputRef,
-    path: str,
-    pseudonym: str,
-    settings: WsiSettings,
-    regions: tuple[Box, ...],
-    scratch: Scratch,
-    out_dir: str,
-    dicom_uids: Callable[[str], str] | None = None,
-) -> tuple[list[str], dict[str, int]]:
-    """The whole slide in one process (tests, small slides): returns (relative outputs, actions)."""
-    from deid.wsi.writer import write_outputs
-
-    reader = SlideReader(path)
-    try:
-        job = plan_job(ref, pseudonym, pseudonym, (path,), reader.info, settings, regions)
-        job = keep_associated(job, reader, settings, scratch)
-        edges = uses_edges(settings)
-        if edges:
-            for task in tile_tasks(job):
-                write_edges(reader, task, scratch)
-        records = [redact_level0_tile(reader, task, scratch, edges=edges) for task in tile_tasks(job)]
-        all_records = list(records)
-        current = records
-        for level in range(1, len(job.levels)):
-            groups: dict[tuple[int, int], list[TileRecord]] = defaultdict(list)
-            for record in current:
-                groups[(record.col // 2, record.row // 2)].append(record)
-            current = [
-                build_parent(job.context, level, col, row, children, scratch)
-                for (col, row), children in sorted(groups.items())
-            ]
-            all_records.extend(current)
-        outputs, actions = write_outputs(job, all_records, reader, scratch, settings, out_dir, dicom_uids)
-    finally:
-        reader.close()
-        scratch.delete_prefix(pseudonym)
-    return outputs, actions
-
-
-def local_path_for(out_dir: str, relative: str) -> str:
-    path = os.path.join(out_dir, relative)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return path

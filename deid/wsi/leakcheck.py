@@ -17,16 +17,12 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import BinaryIO
 
+import pydicom
+
 from deid.settings import ProfileSettings
-from deid.verify.leaks import (
-    LeakHit,
-    PhiValue,
-    harvest_dicom,
-    harvest_path,
-    harvest_tiff_metadata,
-    scan_output,
-    scan_text,
-)
+from deid.verify.harvest import harvest_dicom, harvest_path, harvest_tiff_metadata
+from deid.verify.scan import scan_output, scan_text
+from deid.verify.values import LeakHit, PhiValue
 from deid.wsi.metadata import APERIO_LIBRARY
 
 Opener = Callable[[str], AbstractContextManager[BinaryIO]]
@@ -68,8 +64,6 @@ def harvest_slide(
     if not files:
         return frozenset(values)
     if subtype == "dicom-wsi":
-        import pydicom
-
         for path in files[:MAX_DICOM_HEADERS]:
             with opener(path) as handle:
                 ds = pydicom.dcmread(handle, stop_before_pixels=True, force=True)

@@ -15,6 +15,7 @@ import sys
 
 from deid import errors
 from deid.errors import DeidError, SlideReadError
+from deid.wsi.source import SlideReader, probe
 
 PROBE_TIMEOUT_S = 300.0
 _DEID_ERROR_EXIT = 3
@@ -60,8 +61,6 @@ def probe_isolated(path: str, tile: int, timeout_s: float = PROBE_TIMEOUT_S) -> 
 
 
 def _main(argv: list[str]) -> int:
-    from deid.wsi.source import SlideReader, probe
-
     path, tile = argv[0], int(argv[1])
     try:
         reader = SlideReader(path)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import openslide
+import tifffile
 
 from deid.errors import InputTooLargeError, InvalidInputError, SlideReadError, UnsupportedFormatError
 from deid.settings import Box, Limits
@@ -89,8 +91,6 @@ MAX_TIFF_PAGES = 4096
 
 def check_tiff_geometry(path: str) -> None:
     """Refuse TIFF pages whose declared tile, strip or image size would force a hostile allocation."""
-    import tifffile
-
     with open(path, "rb") as handle:
         if handle.read(4) not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
             return
@@ -145,8 +145,6 @@ class SlideReader:
     """An open slide. Not thread-safe; one per DoFn instance (and per slide)."""
 
     def __init__(self, path: str, use_raw: bool = True) -> None:
-        import openslide
-
         self.path = path
         check_tiff_geometry(path)
         try:
@@ -192,8 +190,6 @@ class SlideReader:
         return SlideInfo(metadata=metadata, raw_levels=raw_levels, associated=associated)
 
     def _raw_levels(self, slide, use_raw: bool) -> tuple[tuple[RawLevel, ...], int]:  # type: ignore[no-untyped-def]
-        import tifffile
-
         try:
             tiff = tifffile.TiffFile(self.path)
         except Exception:  # noqa: BLE001 - not a TIFF (DICOM, MIRAX): no raw path
@@ -251,8 +247,6 @@ class SlideReader:
         return self.read_region(box)
 
     def read_region(self, box: Box, level: int = 0) -> np.ndarray:
-        import openslide
-
         slide = self._handle()
         downsample = slide.level_downsamples[level]
         try:
@@ -322,8 +316,6 @@ class SlideReader:
 
     def thumbnail(self, max_side: int = 512) -> np.ndarray:
         """The whole slide at most `max_side` pixels a side (OpenSlide reads its smallest level)."""
-        import openslide
-
         slide = self._handle()
         try:
             image = slide.get_thumbnail((max_side, max_side))
@@ -333,8 +325,6 @@ class SlideReader:
         return rgba_to_rgb(np.asarray(image))
 
     def associated_image(self, name: str) -> np.ndarray:
-        import openslide
-
         slide = self._handle()
         try:
             image = slide.associated_images[name]

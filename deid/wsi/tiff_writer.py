@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import tifffile
 
@@ -113,8 +114,6 @@ def write_pyramid_tiff(
 
 def make_thumbnail(top: np.ndarray, max_side: int = 768) -> np.ndarray:
     """The regenerated thumbnail: the top pyramid level, scaled down to at most `max_side`."""
-    import cv2
-
     h, w = top.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     if scale >= 1.0:

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import cv2
+import imagecodecs
 import numpy as np
 
 from deid.errors import DeidError, SlideReadError, UnexpectedError
+from deid.redaction.engine import RedactionConfig, redact_window
 from deid.settings import Box
 from deid.wsi.grid import LevelShape, TileGrid, core_box, intersect
 from deid.wsi.scratch import Scratch, pack_pixels, unpack_pixels
@@ -180,13 +182,9 @@ def encode_tile(pixels: np.ndarray, tile: int, codec: LevelCodec, quality: int) 
     if h != tile or w != tile:
         pixels = np.pad(pixels, ((0, tile - h), (0, tile - w), (0, 0)), mode="edge")
     if codec.rgb_samples:
-        import imagecodecs
-
         return bytes(
             imagecodecs.jpeg8_encode(np.ascontiguousarray(pixels), level=quality, colorspace="RGB", outcolorspace="RGB")
         )
-    import imagecodecs
-
     return bytes(
         imagecodecs.jpeg8_encode(
             np.ascontiguousarray(pixels), level=quality, subsampling=_SUBSAMPLING_NAMES[codec.subsampling]
@@ -223,9 +221,7 @@ def clearly_background(window: np.ndarray) -> bool:
     return window.size == 0 or int(window.max()) - int(window.min()) <= BACKGROUND_RANGE
 
 
-def redaction_config(context: TileContext):  # type: ignore[no-untyped-def]
-    from deid.redaction.engine import RedactionConfig
-
+def redaction_config(context: TileContext) -> RedactionConfig:
     return RedactionConfig(regions=context.regions, text_mode=context.redact_text, fill=context.redact_fill)
 
 
@@ -239,89 +235,17 @@ def failure(ctx: TileContext, level: int, col: int, row: int, exc: BaseException
 
 
 def redact_level0_tile(
-    reader: SlideReader, task: TileTask, scratch: Scratch, config: object | None = None, edges: bool = False
+    reader: SlideReader, task: TileTask, scratch: Scratch, config: RedactionConfig | None = None
 ) -> TileRecord:
-    """Read the overlapped window, redact its core, store the results; failures become records.
-
-    `edges`: build the window from the neighbours' border bands left by `write_edges`.
-    """
+    """Read the overlapped window, redact its core, store the results; failures become records."""
     try:
-        return _redact_level0_tile(reader, task, scratch, config, edges)
+        return _redact_level0_tile(reader, task, scratch, config)
     except Exception as exc:  # noqa: BLE001 - one tile's failure fails its slide, not the run
         return failure(task.context, 0, task.col, task.row, exc, "redacting a tile")
 
 
-def edge_name(slide_id: str, col: int, row: int, side: str) -> str:
-    return f"{slide_id}/E/{col}_{row}_{side}.raw"
-
-
-def _edge_boxes(core: Box, overlap: int) -> dict[str, Box]:
-    """The bands of a tile's core its neighbours' windows reach into: top, bottom, left, right."""
-    oh, ow = min(overlap, core.height), min(overlap, core.width)
-    return {
-        "t": Box(core.x, core.y, core.width, oh),
-        "b": Box(core.x, core.y + core.height - oh, core.width, oh),
-        "l": Box(core.x, core.y, ow, core.height),
-        "r": Box(core.x + core.width - ow, core.y, ow, core.height),
-    }
-
-
-def write_edges(reader: SlideReader, task: TileTask, scratch: Scratch) -> None:
-    """Phase one of windowed redaction: decode the tile once and leave its border bands in scratch,
-    so each neighbour builds its overlapped window from bands instead of decoding nine tiles."""
-    ctx = task.context
-    core = ctx.grid.core(task.col, task.row)
-    pixels = reader.read_window(core, ctx.tile)
-    for side, box in _edge_boxes(core, ctx.overlap).items():
-        part = pixels[box.y - core.y : box.y - core.y + box.height, box.x - core.x : box.x - core.x + box.width]
-        scratch.put(edge_name(ctx.slide_id, task.col, task.row, side), pack_pixels(part))
-
-
-def neighbours(task: TileTask) -> list[tuple[int, int]]:
-    """The tiles (itself included) whose windows need this tile's border bands."""
-    level0 = task.context.grid.levels()[0]
-    return [
-        (c, r)
-        for r in range(task.row - 1, task.row + 2)
-        for c in range(task.col - 1, task.col + 2)
-        if 0 <= c < level0.cols and 0 <= r < level0.rows
-    ]
-
-
-def window_from_edges(reader: SlideReader, task: TileTask, scratch: Scratch) -> np.ndarray:
-    """The overlapped window: this tile decoded, the margins copied from the neighbours' bands."""
-    ctx = task.context
-    grid = ctx.grid
-    window_box = grid.window(task.col, task.row)
-    core = grid.core(task.col, task.row)
-    window = np.empty((window_box.height, window_box.width, 3), np.uint8)
-    window[
-        core.y - window_box.y : core.y - window_box.y + core.height,
-        core.x - window_box.x : core.x - window_box.x + core.width,
-    ] = reader.read_window(core, ctx.tile)
-    for col, row in neighbours(task):
-        dc, dr = col - task.col, row - task.row
-        if dc == 0 and dr == 0:
-            continue
-        other = grid.core(col, row)
-        need = intersect(other, window_box)
-        if need is None:
-            continue
-        side = ("t" if dr > 0 else "b") if dr else ("l" if dc > 0 else "r")
-        band_box = _edge_boxes(other, ctx.overlap)[side]
-        band = unpack_pixels(scratch.get(edge_name(ctx.slide_id, col, row, side)))
-        window[
-            need.y - window_box.y : need.y - window_box.y + need.height,
-            need.x - window_box.x : need.x - window_box.x + need.width,
-        ] = band[
-            need.y - band_box.y : need.y - band_box.y + need.height,
-            need.x - band_box.x : need.x - band_box.x + need.width,
-        ]
-    return window
-
-
 def _redact_level0_tile(
-    reader: SlideReader, task: TileTask, scratch: Scratch, config: object | None, edges: bool = False
+    reader: SlideReader, task: TileTask, scratch: Scratch, config: RedactionConfig | None
 ) -> TileRecord:
     start = time.perf_counter()
     ctx = task.context
@@ -338,18 +262,13 @@ def _redact_level0_tile(
     region_hit = any(intersect(r, window_box) for r in ctx.regions)
     engine_needed = ctx.redact_text != "off" or region_hit
     if engine_needed:
-        from deid.redaction.engine import redact_window
-
-        if edges and window_box != core:
-            window = window_from_edges(reader, task, scratch)
-        else:
-            window = reader.read_window(window_box, ctx.tile)
+        window = reader.read_window(window_box, ctx.tile)
         if not region_hit and clearly_background(window):
             # No stroke can reach the detector's threshold: nothing to find, skip detection.
             top, left = core.y - window_box.y, core.x - window_box.x
             pixels = window[top : top + core.height, left : left + core.width]
         else:
-            outcome = redact_window(window, (window_box.x, window_box.y), core, config or redaction_config(ctx))  # type: ignore[arg-type]
+            outcome = redact_window(window, (window_box.x, window_box.y), core, config or redaction_config(ctx))
             pixels = np.asarray(outcome.pixels)
             changed = bool(outcome.changed)
             boxes = len(outcome.boxes) if changed else 0

@@ -1,6 +1,6 @@
 """A local stand-in for the slice of the Cloud Healthcare API v1 the pipeline uses.
 
-Run it with `python -m deid.cloud.fake_healthcare --port 0 --store projects/p/locations/l/datasets/d/
+Run it with `python -m devtools.fake_healthcare --port 0 --store projects/p/locations/l/datasets/d/
 dicomStores/s ...`; the first stdout line is `listening on http://127.0.0.1:PORT`. It listens on
 127.0.0.1 only and keeps everything in memory.
 
@@ -10,9 +10,9 @@ emulator named by STORAGE_EMULATOR_HOST), `{store}:export` (to it); `operations.
 token endpoint at `/token` for throwaway service-account credentials, and `/_fake/...` control routes.
 
 Every JSON request body is validated against the official healthcare v1 discovery document
-(`deid.cloud.discovery`): unknown fields, wrong types and values outside an enum get HTTP 400, as
+(`devtools.discovery`): unknown fields, wrong types and values outside an enum get HTTP 400, as
 they would from the real API. De-identification is done by the project's own DICOM de-identifier
-(`deid.dicom.deidentify`), not by Google's, so outputs differ from the real API's.
+(`deid.dicom.profile`), not by Google's, so outputs differ from the real API's.
 
 Fault injection (POST /_fake/faults, JSON; every field optional, a POST replaces the previous set):
   {"http_errors": [{"status": 429|503|..., "count": N, "match": "substring of METHOD PATH"}],
@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from deid.cloud import discovery
 from deid.cloud.healthcare import STORE_RE
+from devtools import discovery
 
 _STORE_PATH = r"projects/[^/]+/locations/[^/]+/datasets/[^/]+/dicomStores/[^/:]+"
 _OPERATION_RE = re.compile(r"^projects/[^/]+/locations/[^/]+/datasets/[^/]+/operations/[^/]+$")
@@ -111,7 +111,9 @@ def default_deidentifier(key_secret: bytes) -> tuple[str, Deidentifier]:
 
     key = DeidKey(key_secret)
     try:
-        from deid.dicom.deidentify import deidentify, read_dicom, write_dicom
+        from deid.dicom.profile import deidentify
+        from deid.dicom.reader import read_dicom
+        from deid.dicom.writer import write_dicom
     except ImportError:
         return "minimal-stand-in", _minimal_deidentifier(key)
 
@@ -125,7 +127,7 @@ def default_deidentifier(key_secret: bytes) -> tuple[str, Deidentifier]:
         result = deidentify(read_dicom(data, Limits()), profile, key)
         return bytes(write_dicom(result.dataset))
 
-    return "deid.dicom.deidentify", run
+    return "deid.dicom.profile", run
 
 
 def _minimal_deidentifier(key: Any) -> Deidentifier:

@@ -1,0 +1,42 @@
+"""The one effective-action rule (deid.dicom.policy) that both the engine and the leak harvest follow."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.dataset import Dataset
+
+from deid.dicom.policy import profile_policy
+from deid.errors import ProfileError
+from deid.settings import ProfileSettings
+from deid.verify.harvest import harvest_dicom
+
+CALIBRATION_DATE = 0x0014407E  # K under Retain Device Identity, C under Retain Modified Dates
+STUDY_DATE = 0x00080020
+MANUFACTURER = 0x00080070
+OVERLAY_COMMENTS = 0x60004000
+
+
+def test_keep_wins_over_an_option_c_and_modified_dates_c_means_shift() -> None:
+    both = profile_policy(ProfileSettings(retain_device_id=True, retain_long_modified_dates=True))
+    assert both.action_for(CALIBRATION_DATE) == "K"
+    assert both.action_for(STUDY_DATE) == "S"
+    assert profile_policy(ProfileSettings()).action_for(STUDY_DATE) == "Z"
+
+
+def test_remove_wins_over_keep_and_over_the_profile() -> None:
+    policy = profile_policy(ProfileSettings(keep=("Manufacturer", "0008,1030"), remove=("(0008,1030)",)))
+    assert policy.action_for(MANUFACTURER) == "K" and policy.is_kept(MANUFACTURER)
+    assert policy.action_for(0x00081030) == "X" and not policy.is_kept(0x00081030)
+    assert profile_policy(ProfileSettings(clean_graphics=True)).action_for(OVERLAY_COMMENTS) == "X"
+    with pytest.raises(ProfileError, match="neither a tag nor a DICOM keyword"):
+        profile_policy(ProfileSettings(keep=("NotAKeyword",)))
+
+
+def test_harvest_follows_the_policy_for_keep_and_remove() -> None:
+    ds = Dataset()
+    ds.Manufacturer = "ZQX Scanner Works"
+    ds.StudyDescription = "ZQX study of Doe"
+    kinds = {v.kind for v in harvest_dicom(ds, ProfileSettings(remove=("Manufacturer",)))}
+    assert "Manufacturer" in kinds  # the profile keeps it, --remove takes it out: expected gone
+    kinds = {v.kind for v in harvest_dicom(ds, ProfileSettings(keep=("StudyDescription",)))}
+    assert "StudyDescription" not in kinds and "Manufacturer" not in kinds

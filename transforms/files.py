@@ -1,0 +1,391 @@
+"""Every file the pipeline touches, through Beam's filesystems (local paths and gs:// alike).
+
+Reading inputs (`read_all`, `iter_chunks`, `sha256_and_head`, `open_input`); publishing outputs
+under OUTPUT atomically (`write_atomically` for bytes, `publish_file` and `publish` for local files
+such as a pyramid larger than memory), all by one protocol, `_stage` then `_rename_into_place`;
+scratch storage for WSI tile pixels (`LocalScratch`, `FileSystemsScratch`, `make_scratch`); local
+copies of slides for OpenSlide (`localized`) and the per-worker cache of open slides (`SlideReaders`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import os
+import posixpath
+import shutil
+import tempfile
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any, Generic, Protocol, TypeVar
+
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from deid.errors import InputTooLargeError, InvalidInputError
+from deid.wsi.scratch import Scratch
+
+READ_CHUNK = 8 * 1024 * 1024
+TMP_DIR = ".tmp"
+# Never let Beam guess compression from a name: inputs are classified by content, not extension.
+RAW = CompressionTypes.UNCOMPRESSED
+
+# -- reading -----------------------------------------------------------------------------------------
+
+
+def open_input(path: str) -> Any:
+    """A binary reader over any Beam filesystem (the leak harvest's `opener`)."""
+    return FileSystems.open(path, compression_type=RAW)
+
+
+def read_all(path: str, max_bytes: int) -> bytes:
+    """Read a whole object, refusing more than `max_bytes` (checked while reading)."""
+    chunks: list[bytes] = []
+    total = 0
+    with FileSystems.open(path, compression_type=RAW) as handle:
+        for chunk in iter(lambda: handle.read(READ_CHUNK), b""):
+            total += len(chunk)
+            if total > max_bytes:
+                raise InputTooLargeError(
+                    f"input is larger than --max_file_bytes={max_bytes}; raise the limit to process it"
+                )
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def iter_chunks(path: str) -> Iterator[bytes]:
+    with FileSystems.open(path, compression_type=RAW) as handle:
+        yield from iter(lambda: handle.read(READ_CHUNK), b"")
+
+
+def sha256_and_head(path: str, head_bytes: int) -> tuple[str, bytes, int]:
+    """One streaming pass: content hash, the first `head_bytes` bytes and the size."""
+    digest = hashlib.sha256()
+    head = b""
+    size = 0
+    for chunk in iter_chunks(path):
+        if len(head) < head_bytes:
+            head += chunk[: head_bytes - len(head)]
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), head, size
+
+
+# -- publishing under OUTPUT -------------------------------------------------------------------------
+
+
+def output_path(output_root: str, relpath: str) -> str:
+    return FileSystems.join(output_root, *relpath.split("/"))
+
+
+def _staging_path(output_root: str) -> str:
+    """A unique name under OUTPUT/.tmp/: every output is staged there first."""
+    return FileSystems.join(output_root, TMP_DIR, f"{uuid.uuid4().hex}.part")
+
+
+def _ensure_parent(path: str) -> None:
+    if "://" in path:
+        return  # object stores have no directories
+    parent = os.path.dirname(path)
+    if parent:
+        # exist_ok: workers write into the same directories at the same time. Not cached: the
+        # directory may be removed between two runs in one process.
+        os.makedirs(parent, exist_ok=True)
+
+
+def _discard(path: str) -> None:
+    with contextlib.suppress(Exception):  # a leftover staging file is harmless, the error is not
+        FileSystems.delete([path])
+
+
+@contextlib.contextmanager
+def _stage(output_root: str) -> Iterator[tuple[str, IO[bytes]]]:
+    """(staging path, writable handle); the staged file is removed if writing fails."""
+    staging = _staging_path(output_root)
+    _ensure_parent(staging)
+    try:
+        with FileSystems.create(staging, mime_type="application/octet-stream", compression_type=RAW) as handle:
+            yield staging, handle
+    except BaseException:
+        _discard(staging)
+        raise
+
+
+def _rename_into_place(staging: str, final: str) -> None:
+    _ensure_parent(final)
+    # A re-run with the same key writes the same name: the rename replaces it (os.rename on a
+    # local disk, copy-then-delete on GCS), so readers never see the name missing.
+    try:
+        FileSystems.rename([staging], [final])
+    except BaseException:
+        _discard(staging)
+        raise
+
+
+def write_atomically(output_root: str, relpath: str, data: bytes) -> str:
+    """Write `data` to OUTPUT/relpath so that readers see either nothing or the whole file.
+
+    The bytes go to OUTPUT/.tmp/ first and are renamed into place: on a local disk the rename is
+    atomic; on GCS a rename is a copy then delete, and the copy appears whole. Returns `relpath`.
+    """
+    with _stage(output_root) as (staging, handle):
+        handle.write(data)
+    _rename_into_place(staging, output_path(output_root, relpath))
+    return relpath
+
+
+def stage_bytes(output_root: str, data: bytes) -> str:
+    """Stage `data` under OUTPUT/.tmp/ for a later `publish_staged` (or `discard_staged`)."""
+    with _stage(output_root) as (staging, handle):
+        handle.write(data)
+    return staging
+
+
+def publish_staged(staging: str, output_root: str, relpath: str) -> str:
+    """Rename a file from `stage_bytes` into OUTPUT/relpath. Idempotent: a retry after the rename
+    succeeded finds the staged file gone and the output in place."""
+    final = output_path(output_root, relpath)
+    if not FileSystems.exists(staging) and FileSystems.exists(final):
+        return relpath
+    _rename_into_place(staging, final)
+    return relpath
+
+
+def read_staged(staging: str) -> bytes:
+    with FileSystems.open(staging, compression_type=RAW) as handle:
+        data: bytes = handle.read()
+    return data
+
+
+def discard_staged(staging: str) -> None:
+    _discard(staging)
+
+
+def publish_file(local_path: str, output_root: str, relpath: str) -> str:
+    """Publish a local file to OUTPUT/relpath by the same protocol as `write_atomically`.
+
+    A local OUTPUT gets the file moved into OUTPUT/.tmp/ (a rename on the same disk, else a copy;
+    `local_path` is gone afterwards); a remote one gets it streamed there, one chunk in memory.
+    """
+    if "://" in output_root:
+        with _stage(output_root) as (staging, handle), open(local_path, "rb") as src:
+            shutil.copyfileobj(src, handle, READ_CHUNK)
+    else:
+        staging = _staging_path(output_root)
+        _ensure_parent(staging)
+        try:
+            shutil.move(local_path, staging)
+        except BaseException:
+            _discard(staging)
+            raise
+    _rename_into_place(staging, output_path(output_root, relpath))
+    return relpath
+
+
+def publish(
+    local_root: str, relative_paths: Iterable[str], output: str, destinations: Iterable[str] | None = None
+) -> None:
+    """Publish each file under `local_root` to OUTPUT/<relative path> (`publish_file`).
+
+    `destinations`: other relative paths under OUTPUT, one per file (quarantine).
+    """
+    sources = list(relative_paths)
+    targets = list(destinations) if destinations is not None else sources
+    for relative, target in zip(sources, targets, strict=True):
+        publish_file(os.path.join(local_root, relative), output, target)
+
+
+# -- scratch storage for tile pixels -----------------------------------------------------------------
+
+
+def scratch_root(scratch_location: str | None, run_id: str) -> str:
+    """The scratch directory of one pipeline: --scratch_location (or the system temp) / wsi-<run id>."""
+    base = scratch_location or os.path.join(tempfile.gettempdir(), "deid-wsi-scratch")
+    return FileSystems.join(base, f"wsi-{run_id}") if "://" in base else os.path.join(base, f"wsi-{run_id}")
+
+
+_SEQUENCE = itertools.count()
+
+
+class LocalScratch:
+    """Files under a local directory (shared by all workers of one machine)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._dirs: set[str] = set()
+
+    def _path(self, name: str) -> str:
+        if name.startswith("/") or ".." in name.split("/"):
+            raise ValueError("scratch names are relative")
+        return os.path.join(self.root, name)
+
+    def put(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        directory = os.path.dirname(path)
+        if directory not in self._dirs:
+            os.makedirs(directory, exist_ok=True)
+            self._dirs.add(directory)
+        # A unique temporary name without mkstemp's exclusive-create retries (slow on overlay disks);
+        # the rename makes the file appear whole.
+        tmp = f"{path}.{os.getpid()}-{threading.get_ident()}-{next(_SEQUENCE)}.tmp"
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+        except FileNotFoundError:  # the directory was removed (slide cleaned up, then retried)
+            self._dirs.discard(directory)
+            os.makedirs(directory, exist_ok=True)
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+        os.replace(tmp, path)
+
+    def get(self, name: str) -> bytes:
+        with open(self._path(name), "rb") as handle:
+            return handle.read()
+
+    def delete(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self._path(name))
+
+    def delete_prefix(self, prefix: str) -> None:
+        target = self._path(prefix.rstrip("/"))
+        self._dirs = {d for d in self._dirs if not (d == target or d.startswith(target + os.sep))}
+        shutil.rmtree(target, ignore_errors=True)
+
+
+class FileSystemsScratch:
+    """Scratch on any Beam filesystem (gs:// on Dataflow, where workers share no local disk)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/")
+
+    def _path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def put(self, name: str, data: bytes) -> None:
+        with FileSystems.create(self._path(name), compression_type=RAW) as handle:
+            handle.write(data)
+
+    def get(self, name: str) -> bytes:
+        with FileSystems.open(self._path(name), compression_type=RAW) as handle:
+            return handle.read()
+
+    def delete(self, name: str) -> None:
+        with contextlib.suppress(Exception):  # a leftover scratch file is harmless
+            FileSystems.delete([self._path(name)])
+
+    def delete_prefix(self, prefix: str) -> None:
+        pattern = f"{self._path(prefix.rstrip('/'))}/**"
+        try:
+            matched = FileSystems.match([pattern])[0].metadata_list
+            if matched:
+                FileSystems.delete([m.path for m in matched])
+        except (OSError, BeamIOError):
+            pass  # best-effort cleanup of scratch: a leftover file must not fail a finished slide
+
+
+def make_scratch(root: str) -> Scratch:
+    return FileSystemsScratch(root) if "://" in root else LocalScratch(root)
+
+
+# -- local copies of slides and open readers -----------------------------------------------------------
+
+
+def localize(paths: tuple[str, ...], subtype: str) -> tuple[str, str | None]:
+    """(local path OpenSlide can open, temporary directory to remove afterwards or None).
+
+    Local single files and MIRAX units are used in place. DICOM-WSI units get a directory of
+    symlinks (or copies) holding only their own instances, so OpenSlide sees exactly one slide.
+    Remote objects are copied with FileSystems; names keep only the extension (NDPI, MRXS need it)
+    or, for MIRAX, the layout relative to the index file.
+    """
+    remote = any("://" in path for path in paths)
+    if not remote and (len(paths) == 1 or subtype == "mrxs"):
+        return paths[0], None
+    tmp = tempfile.mkdtemp(prefix="deid-wsi-")
+    try:
+        base = posixpath.dirname(paths[0])
+        targets = []
+        for index, path in enumerate(paths):
+            if subtype == "dicom-wsi":
+                name = f"{index:05d}.dcm"
+            elif subtype == "mrxs":
+                name = posixpath.relpath(path, base) if index else posixpath.basename(path)
+            else:
+                ext = os.path.splitext(path)[1].lower()[:8] if index == 0 else ""
+                name = f"slide{ext}" if index == 0 else posixpath.relpath(path, base)
+            target = os.path.join(tmp, name)
+            if ".." in name.split("/"):
+                raise InvalidInputError("a file of a slide unit lies outside its index file's directory")
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if remote:
+                with FileSystems.open(path, compression_type=RAW) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, READ_CHUNK)
+            else:
+                os.symlink(os.path.abspath(path), target)
+            targets.append(target)
+        return targets[0], tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def localized(paths: tuple[str, ...], subtype: str) -> Iterator[str]:
+    """`localize` as a context: the local copy (if one was made) is removed on exit."""
+    path, tmp = localize(paths, subtype)
+    try:
+        yield path
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+R = TypeVar("R", bound=_Closable)
+
+
+class SlideReaders(Generic[R]):
+    """A few open slides per DoFn instance, each on its `localize`d copy; `open_slide` opens one.
+
+    The caller drops a reader after any error (OpenSlide errors latch).
+    """
+
+    def __init__(self, open_slide: Callable[[str], R], limit: int = 2) -> None:
+        self._open_slide = open_slide
+        self._limit = limit
+        self._open: OrderedDict[str, tuple[R, str | None]] = OrderedDict()
+
+    def get(self, key: str, paths: tuple[str, ...], subtype: str) -> R:
+        entry = self._open.get(key)
+        if entry is not None:
+            self._open.move_to_end(key)
+            return entry[0]
+        path, tmp = localize(paths, subtype)
+        try:
+            reader = self._open_slide(path)
+        except BaseException:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._open[key] = (reader, tmp)
+        while len(self._open) > self._limit:
+            self.drop(next(iter(self._open)))
+        return reader
+
+    def drop(self, key: str) -> None:
+        entry = self._open.pop(key, None)
+        if entry is not None:
+            reader, tmp = entry
+            reader.close()
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def close_all(self) -> None:
+        for key in list(self._open):
+            self.drop(key)
