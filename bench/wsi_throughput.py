@@ -51,7 +51,7 @@ def run_pipeline(slide: str, out: str, mode: str, workers: int) -> dict[str, flo
 
     from deid.classify import InputRef
     from deid.keys import DeidKey
-    from deid.settings import RunSettings, WsiSettings
+    from deid.settings import RedactionSettings, RunSettings
     from transforms.wsi import DeidentifyWsi
 
     path = Path(slide)
@@ -59,7 +59,7 @@ def run_pipeline(slide: str, out: str, mode: str, workers: int) -> dict[str, flo
     settings = RunSettings(
         output=out,
         key_token=DeidKey.generate().to_token(),
-        wsi=WsiSettings(redact_text="detect"),
+        redaction=RedactionSettings(text="detect"),
         scratch_location=os.path.join(out, "_scratch"),
     )
     args = ["--runner=DirectRunner", "--no_auth", f"--direct_num_workers={workers}"]

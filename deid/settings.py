@@ -148,15 +148,35 @@ class RedactRegions:
 
 
 @dataclass(frozen=True)
+class RedactionSettings:
+    """Burned-in pixel redaction, one configuration for DICOM frames, slide tiles and label/macro
+    images: the text mode (--redact_text), the fill (--redact_fill) and user boxes (--redact_regions)."""
+
+    text: str = "off"
+    fill: str = "black"
+    regions: RedactRegions = field(default_factory=RedactRegions)
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("--redact_text", self.text, REDACT_TEXT_MODES),
+            ("--redact_fill", self.fill, REDACT_FILLS),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}")
+
+    @property
+    def configured(self) -> bool:
+        """Whether any pixel may be redacted in some input (boxes for any input, or text search)."""
+        return bool(self.regions.everywhere or self.regions.by_input) or self.text != "off"
+
+
+@dataclass(frozen=True)
 class WsiSettings:
     tile_size: int = 512
     tile_overlap: int = 64
-    redact_text: str = "off"
-    redact_fill: str = "black"
     label: str = "drop"
     output_format: str = "tiff"
     jpeg_quality: int = 90
-    regions: RedactRegions = field(default_factory=RedactRegions)
 
     def __post_init__(self) -> None:
         if self.tile_size % 16:
@@ -166,8 +186,6 @@ class WsiSettings:
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError("--jpeg_quality must be between 1 and 100")
         for name, value, allowed in (
-            ("--redact_text", self.redact_text, REDACT_TEXT_MODES),
-            ("--redact_fill", self.redact_fill, REDACT_FILLS),
             ("--label", self.label, LABEL_MODES),
             ("--wsi_output_format", self.output_format, WSI_OUTPUT_FORMATS),
         ):
@@ -194,6 +212,7 @@ class RunSettings:
     key_token: str = field(default="", repr=False)
     profile: ProfileSettings = field(default_factory=ProfileSettings)
     wsi: WsiSettings = field(default_factory=WsiSettings)
+    redaction: RedactionSettings = field(default_factory=RedactionSettings)
     limits: Limits = field(default_factory=Limits)
     linkage: bool = False
     scratch_location: str | None = None

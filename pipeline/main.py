@@ -32,6 +32,7 @@ from deid.records import AuditRecord
 from deid.settings import (
     Limits,
     ProfileSettings,
+    RedactionSettings,
     RedactRegions,
     RunSettings,
     WsiSettings,
@@ -81,13 +82,11 @@ def settings_from_options(options: DeidOptions, key: DeidKey) -> RunSettings:
     wsi = WsiSettings(
         tile_size=options.tile_size,
         tile_overlap=options.tile_overlap,
-        redact_text=options.redact_text,
-        redact_fill=options.redact_fill,
         label=options.label_macro,
         output_format=options.wsi_output_format,
         jpeg_quality=options.jpeg_quality,
-        regions=regions,
     )
+    redaction = RedactionSettings(text=options.redact_text, fill=options.redact_fill, regions=regions)
     profile = ProfileSettings(
         retain_long_full_dates=options.retain_long_full_dates,
         retain_long_modified_dates=options.retain_long_modified_dates,
@@ -101,7 +100,7 @@ def settings_from_options(options: DeidOptions, key: DeidKey) -> RunSettings:
         safe_private_tags=split_list(options.safe_private_tags),
         keep=split_tag_list(options.keep),
         remove=split_tag_list(options.remove),
-        pixel_redaction=bool(regions.everywhere or regions.by_input or options.redact_text != "off"),
+        pixel_redaction=redaction.configured,
     )
     scratch = options.scratch_location or options.view_as(GoogleCloudOptions).temp_location
     return RunSettings(
@@ -111,6 +110,7 @@ def settings_from_options(options: DeidOptions, key: DeidKey) -> RunSettings:
         key_file=options.deid_key_file or None,
         profile=profile,
         wsi=wsi,
+        redaction=redaction,
         limits=Limits(max_pixels=options.max_pixels, max_file_bytes=options.max_file_bytes),
         linkage=bool(options.linkage_output),
         scratch_location=scratch,

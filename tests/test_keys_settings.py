@@ -8,7 +8,15 @@ import pytest
 
 from deid.errors import ConfigError
 from deid.keys import DATE_SHIFT_MAX_DAYS, DeidKey
-from deid.settings import Box, ProfileSettings, RedactRegions, WsiSettings, parse_tag, split_tag_list
+from deid.settings import (
+    Box,
+    ProfileSettings,
+    RedactionSettings,
+    RedactRegions,
+    WsiSettings,
+    parse_tag,
+    split_tag_list,
+)
 
 KEY = DeidKey(b"k" * 32)
 OTHER = DeidKey(b"o" * 32)
@@ -102,9 +110,23 @@ def test_exclusive_date_options() -> None:
         ({"tile_size": 500}, "multiple of 16"),
         ({"tile_size": 128, "tile_overlap": 64}, "less than half"),
         ({"jpeg_quality": 0}, "between 1 and 100"),
-        ({"redact_text": "maybe"}, "--redact_text must be one of"),
     ],
 )
 def test_bad_wsi_settings(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         WsiSettings(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"text": "maybe"}, "--redact_text must be one of"), ({"fill": "pink"}, "--redact_fill must be one of")],
+)
+def test_bad_redaction_settings(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RedactionSettings(**kwargs)
+
+
+def test_redaction_is_configured_by_boxes_for_any_input_or_by_text() -> None:
+    assert not RedactionSettings().configured
+    assert RedactionSettings(text="detect").configured
+    assert RedactionSettings(regions=RedactRegions(by_input=(("ab" * 32, (Box(0, 0, 1, 1),)),))).configured

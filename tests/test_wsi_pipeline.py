@@ -17,7 +17,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from deid.classify import InputRef
 from deid.keys import DeidKey
-from deid.settings import Box, RedactRegions, RunSettings, WsiSettings
+from deid.settings import Box, RedactionSettings, RedactRegions, RunSettings, WsiSettings
 from transforms.wsi import DeidentifyWsi
 
 openslide = pytest.importorskip("openslide")
@@ -26,6 +26,18 @@ KEY = DeidKey(b"k" * 32)
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wsi"
 OPTIONS = ["--runner=FnApiRunner", "--no_auth"]
 
+
+
+def split_redaction(options: dict[str, object]) -> tuple[dict[str, object], RedactionSettings]:
+    """Test keyword options -> (WsiSettings kwargs, RedactionSettings): redact_text, redact_fill and
+    regions belong to the run's one redaction configuration, not to the slide settings."""
+    wsi = dict(options)
+    redaction = RedactionSettings(
+        text=str(wsi.pop("redact_text", "off")),
+        fill=str(wsi.pop("redact_fill", "black")),
+        regions=wsi.pop("regions", RedactRegions()),  # type: ignore[arg-type]
+    )
+    return wsi, redaction
 
 def ref_for(path: Path, subtype: str = "tiff", companions: tuple[str, ...] = ()) -> InputRef:
     data = path.read_bytes()
@@ -40,10 +52,12 @@ def run(
     qa_report: bool = False,
     **wsi: object,
 ) -> tuple[list, list]:
+    slide, redaction = split_redaction(wsi)
     settings = RunSettings(
         output=str(out),
         key_token=KEY.to_token(),
-        wsi=WsiSettings(**wsi),  # type: ignore[arg-type]
+        wsi=WsiSettings(**slide),  # type: ignore[arg-type]
+        redaction=redaction,
         scratch_location=str(tmp / "scratch"),
         input_root=input_root,
         qa_report=qa_report,

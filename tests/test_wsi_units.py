@@ -21,7 +21,8 @@ from conftest import BEAM_TEST_ARGS
 from deid.classify import InputRef
 from deid.keys import DeidKey
 from deid.records import AuditRecord
-from deid.settings import Box, RunSettings, WsiSettings
+from deid.redaction.engine import RedactionConfig
+from deid.settings import Box, RedactionSettings, RunSettings, WsiSettings
 from deid.wsi import jpeg
 from deid.wsi.grid import TileGrid, children_of, level_count
 from deid.wsi.job import SlideUnit
@@ -399,7 +400,8 @@ def test_qa_entry_with_decodable_thumbnails(tmp_path: Path) -> None:
     settings = RunSettings(
         output=str(tmp_path / "out"),
         key_token=KEY.to_token(),
-        wsi=WsiSettings(redact_text="detect", label="blank"),
+        wsi=WsiSettings(label="blank"),
+        redaction=RedactionSettings(text="detect"),
         qa_report=True,
     )
     audit, tagged = _write_slide_dofns(src, settings, str(tmp_path / "scr"))
@@ -450,7 +452,7 @@ def test_bands_cover_the_grid_and_decode_each_tile_once(tmp_path: Path, monkeypa
     wsi_factory.write_aperio_svs(src, 2560, 1536, 256, text_corner=(512, 256), label=False, macro=False)
     ref = InputRef(str(src), src.stat().st_size, "ab" * 32, "wsi", "tiff")
     reader = SlideReader(str(src))
-    job = plan_job(ref, "P", "P", (str(src),), reader.info, WsiSettings(redact_text="detect"), ())
+    job = plan_job(ref, "P", "P", (str(src),), reader.info, WsiSettings(), RedactionConfig(text_mode="detect"))
     reader.close()
     bands = list(band_tasks(job, rows=4, cols=3))
     tiles = [(t.col, t.row) for band in bands for t in band.tasks()]
@@ -504,7 +506,7 @@ def test_build_parents_makes_a_block_of_levels_like_one_level_at_a_time(tmp_path
     )
     ref = InputRef(str(src), src.stat().st_size, "ab" * 32, "wsi", "tiff")
     settings = RunSettings(
-        output=str(tmp_path / "out"), key_token=KEY.to_token(), wsi=WsiSettings(redact_text="detect")
+        output=str(tmp_path / "out"), key_token=KEY.to_token(), redaction=RedactionSettings(text="detect")
     )
 
     def level0(root: str) -> tuple[Any, list[TileRecord]]:

@@ -69,7 +69,6 @@ from deid.wsi.tiles import (
     build_parent,
     failure,
     redact_level0_tile,
-    redaction_config,
 )
 from deid.wsi.writer import write_outputs
 from transforms.common import (
@@ -233,8 +232,8 @@ class _PrepareSlide(beam.DoFn):
         ref = unit.ref
         if ref.size > settings.limits.max_file_bytes:
             check_limits_size(ref.size, settings)
-        if settings.wsi.redact_text == "ocr" or settings.wsi.label == "redact":
-            RedactionConfig(text_mode=settings.wsi.redact_text).check_tools()
+        if settings.redaction.text == "ocr" or settings.wsi.label == "redact":
+            RedactionConfig(text_mode=settings.redaction.text).check_tools()
         start = time.perf_counter()
         reader: SlideReader | None = None
         pseudonym = self._key.pseudonym("wsi", ref.sha256)
@@ -251,9 +250,9 @@ class _PrepareSlide(beam.DoFn):
                     unit.paths,
                     reader.info,
                     settings.wsi,
-                    settings.wsi.regions.for_input(ref.sha256),
+                    RedactionConfig.for_input(settings.redaction, ref.sha256),
                 )
-                job = keep_associated(job, reader, settings.wsi, self._scratch)
+                job = keep_associated(job, reader, settings.wsi, settings.redaction, self._scratch)
                 job = dataclasses.replace(job, prepare_seconds=time.perf_counter() - start)
             except BaseException:
                 self._scratch.delete_prefix(slide_id)
@@ -291,7 +290,7 @@ class _RedactTiles(beam.DoFn):
             reader = self._readers.get(ctx.slide_id, ctx.source_paths, ctx.subtype)
             config = self._configs.get(ctx.slide_id)
             if config is None and ctx.needs_engine:
-                config = self._configs[ctx.slide_id] = redaction_config(ctx)
+                config = self._configs[ctx.slide_id] = ctx.redaction
         except Exception as exc:  # noqa: BLE001 - the slide fails in the writer, not the run
             return [failure(ctx, 0, task.col, task.row, exc, "opening the slide for a tile") for task in tasks]
         if isinstance(element, TileBand):

@@ -89,15 +89,6 @@ class InstanceResult:
         return quarantine_relpath(input_sha256, self.relpath)
 
 
-def pixel_redaction_config(settings: RunSettings, input_sha256: str) -> RedactionConfig:
-    """Burned-in pixel redaction for one DICOM input: its --redact_regions boxes and the text mode."""
-    return RedactionConfig(
-        regions=settings.wsi.regions.for_input(input_sha256),
-        text_mode=settings.wsi.redact_text,
-        fill=settings.wsi.redact_fill,
-    )
-
-
 def deidentify_instance(data: bytes, settings: RunSettings, key: DeidKey, source: InstanceSource) -> InstanceResult:
     """De-identify one instance's bytes and check the result; see the module docstring for the steps.
 
@@ -116,8 +107,8 @@ def deidentify_instance(data: bytes, settings: RunSettings, key: DeidKey, source
     details: dict[str, object] = {}
     out = result.dataset
     if result.needs_pixel_redaction:
-        out, pixel_counts = redact_dicom_pixels(out, pixel_redaction_config(settings, source.sha256))
-        if settings.wsi.redact_text != "off":
+        out, pixel_counts = redact_dicom_pixels(out, RedactionConfig.for_input(settings.redaction, source.sha256))
+        if settings.redaction.text != "off":
             # Only a text search over every frame justifies BurnedInAnnotation NO; user boxes alone do not.
             mark_pixel_data_cleaned(out)
         actions.update({f"pixels_{k}": v for k, v in pixel_counts.items()})

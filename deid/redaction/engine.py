@@ -20,7 +20,7 @@ from deid.redaction import geometry
 from deid.redaction.detect import DEFAULT_PARAMS, DetectParams, detect_text_boxes, grid
 from deid.redaction.fill import apply_fill
 from deid.redaction.ocr import ocr_confirm, tesseract_path
-from deid.settings import REDACT_FILLS, REDACT_TEXT_MODES, Box
+from deid.settings import REDACT_FILLS, REDACT_TEXT_MODES, Box, RedactionSettings
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,11 @@ class RedactionConfig:
     def active(self) -> bool:
         """Whether this configuration can change any pixel."""
         return bool(self.regions) or self.text_mode != "off"
+
+    @classmethod
+    def for_input(cls, settings: RedactionSettings, input_sha256: str) -> RedactionConfig:
+        """The run's redaction for one input: its --redact_regions boxes, the text mode and fill."""
+        return cls(regions=settings.regions.for_input(input_sha256), text_mode=settings.text, fill=settings.fill)
 
     def check_tools(self) -> None:
         """Fail early (OcrUnavailableError) when ocr mode is configured and tesseract is missing."""

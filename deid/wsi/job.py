@@ -17,7 +17,7 @@ import numpy as np
 from deid.classify import InputRef
 from deid.errors import DeidError, InputTooLargeError, SlideReadError, UnexpectedError
 from deid.redaction.engine import RedactionConfig, redact_image
-from deid.settings import Box, WsiSettings
+from deid.settings import RedactionSettings, WsiSettings
 from deid.wsi import jpeg
 from deid.wsi.grid import LevelShape, TileGrid
 from deid.wsi.metadata import SlideMetadata
@@ -102,7 +102,7 @@ def plan_job(
     source_paths: tuple[str, ...],
     info: SlideInfo,
     settings: WsiSettings,
-    regions: tuple[Box, ...],
+    redaction: RedactionConfig,
 ) -> SlideJob:
     tile = choose_tile(info, settings)
     overlap = min(settings.tile_overlap, tile // 2 - 1)
@@ -121,10 +121,8 @@ def plan_job(
         tile=tile,
         overlap=overlap,
         codecs=level_codecs(levels, tile, info.raw_levels),
-        regions=regions,
         quality=settings.jpeg_quality,
-        redact_text=settings.redact_text,
-        redact_fill=settings.redact_fill,
+        redaction=redaction,
         subtype=ref.subtype or "tiff",
     )
     aperio = info.metadata.vendor == "aperio" or info.metadata.objective_power is not None
@@ -142,7 +140,9 @@ def associated_name(slide_id: str, name: str) -> str:
     return f"{slide_id}/assoc/{name}.zst"
 
 
-def keep_associated(job: SlideJob, reader: SlideReader, settings: WsiSettings, scratch: Scratch) -> SlideJob:
+def keep_associated(
+    job: SlideJob, reader: SlideReader, settings: WsiSettings, redaction: RedactionSettings, scratch: Scratch
+) -> SlideJob:
     """Drop, blank or redact label and macro; other associated images (vendor extras) are dropped.
 
     The input thumbnail is never copied: the writer regenerates it from the redacted pyramid.
@@ -160,8 +160,9 @@ def keep_associated(job: SlideJob, reader: SlideReader, settings: WsiSettings, s
             image = np.full_like(image, 255)
             actions[f"{name}_blanked"] = 1
         else:
-            mode = settings.redact_text if settings.redact_text != "off" else "detect"
-            outcome = redact_image(image, RedactionConfig(text_mode=mode, fill=settings.redact_fill))
+            # --label_macro redact searches for text even when --redact_text is off for tiles.
+            mode = redaction.text if redaction.text != "off" else "detect"
+            outcome = redact_image(image, RedactionConfig(text_mode=mode, fill=redaction.fill))
             image = np.asarray(outcome.pixels)
             actions[f"{name}_redacted"] = 1
             actions["boxes_redacted"] = actions.get("boxes_redacted", 0) + len(outcome.boxes)

@@ -53,10 +53,9 @@ class TileContext:
     tile: int
     overlap: int
     codecs: tuple[LevelCodec, ...]
-    regions: tuple[Box, ...] = ()
     quality: int = 90
-    redact_text: str = "off"
-    redact_fill: str = "black"
+    # This slide's redaction (its --redact_regions boxes, text mode and fill).
+    redaction: RedactionConfig = field(default_factory=RedactionConfig)
     subtype: str = "tiff"  # InputRef.subtype: how the source files are laid out locally
 
     @property
@@ -69,7 +68,7 @@ class TileContext:
 
     @property
     def needs_engine(self) -> bool:
-        return bool(self.regions) or self.redact_text != "off"
+        return self.redaction.active
 
 
 @dataclass(frozen=True)
@@ -221,10 +220,6 @@ def clearly_background(window: np.ndarray) -> bool:
     return window.size == 0 or int(window.max()) - int(window.min()) <= BACKGROUND_RANGE
 
 
-def redaction_config(context: TileContext) -> RedactionConfig:
-    return RedactionConfig(regions=context.regions, text_mode=context.redact_text, fill=context.redact_fill)
-
-
 def failure(ctx: TileContext, level: int, col: int, row: int, exc: BaseException, doing: str) -> TileRecord:
     """A record that fails its slide; the message is ours (DeidError) or names only the exception type."""
     if isinstance(exc, DeidError):
@@ -257,10 +252,11 @@ def _redact_level0_tile(
     changed = False
     boxes = 0
     box_list: tuple[Box, ...] = ()
-    if ctx.redact_text == "off":
+    text_search = ctx.redaction.text_mode != "off"
+    if not text_search:
         window_box = core  # user regions need no context: the engine cuts them to the core
-    region_hit = any(intersect(r, window_box) for r in ctx.regions)
-    engine_needed = ctx.redact_text != "off" or region_hit
+    region_hit = any(intersect(r, window_box) for r in ctx.redaction.regions)
+    engine_needed = text_search or region_hit
     if engine_needed:
         window = reader.read_window(window_box, ctx.tile)
         if not region_hit and clearly_background(window):
@@ -268,7 +264,7 @@ def _redact_level0_tile(
             top, left = core.y - window_box.y, core.x - window_box.x
             pixels = window[top : top + core.height, left : left + core.width]
         else:
-            outcome = redact_window(window, (window_box.x, window_box.y), core, config or redaction_config(ctx))
+            outcome = redact_window(window, (window_box.x, window_box.y), core, config or ctx.redaction)
             pixels = np.asarray(outcome.pixels)
             changed = bool(outcome.changed)
             boxes = len(outcome.boxes) if changed else 0
