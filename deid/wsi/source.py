@@ -196,7 +196,7 @@ class SlideReader:
             return (), 0
         text_tags = 0
         for page in tiff_pages(tiff):
-            tags = page.tags  # type: ignore[union-attr]
+            tags = page.tags
             text_tags += sum(1 for name in TIFF_TEXT_TAGS if name in tags)
             text_tags += sum(1 for code in (700, 33723, 34377) if code in tags)  # XMP, IPTC, Photoshop
         if not use_raw:
@@ -211,7 +211,7 @@ class SlideReader:
                 break
             page = tiff.pages[tiled[level_index]]
             downsample = round(slide.level_downsamples[level_index])
-            if downsample & (downsample - 1) or not _raw_page_ok(page, w, h, file_size):  # type: ignore[arg-type]
+            if downsample & (downsample - 1) or not _raw_page_ok(page, w, h, file_size):
                 continue
             expected_w, expected_h = width0, height0
             d = 1
@@ -227,8 +227,8 @@ class SlideReader:
                     height=h,
                     tile=page.tilewidth,  # type: ignore[union-attr]
                     rgb_samples=page.photometric == _PHOTOMETRIC_RGB,  # type: ignore[union-attr]
-                    subsampling=tuple(page.subsampling or (1, 1)),  # type: ignore[union-attr,arg-type]
-                    jpegtables=_clean_tables(page.jpegtables),  # type: ignore[union-attr]
+                    subsampling=tuple(page.subsampling or (1, 1)),  # type: ignore[union-attr]
+                    jpegtables=_clean_tables(page.jpegtables),
                 )
             )
         if not levels or levels[0].downsample != 1:
@@ -298,7 +298,7 @@ class SlideReader:
             raise SlideReadError("raw tile access is not available for this slide")
         page = self._tiff.pages[raw.page]
         index = row * raw.cols + col
-        offsets, counts = page.dataoffsets, page.databytecounts  # type: ignore[union-attr]
+        offsets, counts = page.dataoffsets, page.databytecounts
         if index >= min(len(offsets), len(counts)):
             raise SlideReadError(
                 "the TIFF declares more tiles than it stores offsets for; the slide is damaged"
