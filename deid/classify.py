@@ -14,6 +14,9 @@ import struct
 from dataclasses import dataclass, field
 from typing import Literal
 
+import pydicom
+from pydicom.errors import InvalidDicomError
+
 Kind = Literal["dicom", "wsi", "unknown"]
 HEAD_BYTES = 64 * 1024
 
@@ -68,9 +71,6 @@ def looks_like_raw_dicom(head: bytes) -> bool:
 
 def dicom_sop_class(head: bytes) -> str | None:
     """SOP Class UID from the head of a DICOM file, or None when it cannot be read from the head."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     try:
         ds = pydicom.dcmread(io.BytesIO(head), force=True, stop_before_pixels=True, specific_tags=["SOPClassUID"])
         meta = getattr(ds, "file_meta", None)

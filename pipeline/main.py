@@ -26,7 +26,9 @@ from apache_beam.options.pipeline_options import (
 )
 
 from deid.classify import WSI_OUTPUT_SUBTYPE, InputRef
-from deid.errors import ConfigError
+from deid.cloud.healthcare import HealthcareSettings, preflight
+from deid.dicom.policy import profile_policy
+from deid.errors import ConfigError, ProfileError
 from deid.keys import DeidKey
 from deid.records import AuditRecord
 from deid.settings import (
@@ -44,8 +46,12 @@ from pipeline.manifest import new_run_id, write_manifest
 from pipeline.options import DeidOptions, check_argv
 from transforms.common import DeidOutputs, ToDeadLetters
 from transforms.dicom import DeidentifyDicom
+from transforms.dicomweb import DicomwebDeidentify
+from transforms.healthcare import HealthcareDeidentify
 from transforms.listing import ListInputs, admit, input_pattern
+from transforms.qa import WriteQaReport
 from transforms.records import WriteRecords, dead_letter_audit
+from transforms.wsi import DeidentifyWsi
 
 _LOG = logging.getLogger("deid")
 
@@ -102,6 +108,12 @@ def settings_from_options(options: DeidOptions, key: DeidKey) -> RunSettings:
         remove=split_tag_list(options.remove),
         pixel_redaction=redaction.configured,
     )
+    try:
+        # A --keep/--remove entry that names nothing, or removes what every instance needs, would
+        # dead-letter every instance: refuse the run instead.
+        profile_policy(profile)
+    except ProfileError as exc:
+        raise ConfigError(str(exc)) from None
     scratch = options.scratch_location or options.view_as(GoogleCloudOptions).temp_location
     return RunSettings(
         output=options.output,
@@ -167,8 +179,6 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
         records["linkage"] = [b.linkage for b in branches] | "AllLinkage" >> beam.Flatten()
     _ = records | "WriteRecords" >> WriteRecords(settings.output, settings.run_id, deid_options.linkage_output)
     if settings.qa_report:
-        from transforms.qa import WriteQaReport
-
         entries = [b.qa for b in branches if b.qa is not None] or [p | "NoQaEntries" >> beam.Create([])]
         qa = entries | "AllQaEntries" >> beam.Flatten()
         _ = (audit, qa) | "WriteQaReport" >> WriteQaReport(settings.output)
@@ -206,18 +216,12 @@ def _cloud_takes_dicom(options: DeidOptions) -> bool:
 def _cloud_branches(
     p: beam.Pipeline, options: DeidOptions, settings: RunSettings, dicom_refs: beam.PCollection | None
 ) -> list[DeidOutputs]:
-    from deid.cloud.healthcare import HealthcareSettings
-
     branches: list[DeidOutputs] = []
     healthcare = HealthcareSettings.from_options(options)
     if healthcare is not None:
-        from transforms.healthcare import HealthcareDeidentify
-
         source = dicom_refs if dicom_refs is not None else p
         branches.append(source | "Healthcare" >> HealthcareDeidentify(healthcare, settings.limits))
     if options.dicomweb_source or options.dicomweb_destination:
-        from transforms.dicomweb import DicomwebDeidentify
-
         local = dicom_refs if dicom_refs is not None and healthcare is None else p
         branches.append(
             local | "Dicomweb" >> DicomwebDeidentify(settings, options.dicomweb_source, options.dicomweb_destination)
@@ -227,8 +231,6 @@ def _cloud_branches(
 
 def _preflight_cloud(options: DeidOptions) -> None:
     """One-line ConfigErrors (bad store name, missing store, expired token, 403) before the run."""
-    from deid.cloud.healthcare import HealthcareSettings, preflight
-
     healthcare = HealthcareSettings.from_options(options)
     if healthcare is not None:
         preflight(healthcare)
@@ -238,8 +240,6 @@ def _preflight_cloud(options: DeidOptions) -> None:
 
 
 def _wsi_branch(settings: RunSettings) -> beam.PTransform:
-    from transforms.wsi import DeidentifyWsi
-
     return DeidentifyWsi(settings)
 
 

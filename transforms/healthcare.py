@@ -26,7 +26,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import PBegin
 
 from deid.classify import WSI_OUTPUT_SUBTYPE, InputRef
-from deid.cloud.dicomweb import DicomwebError
+from deid.cloud.dicomweb import DicomwebError, store_bytes
 from deid.cloud.healthcare import HealthcareApiError, HealthcareClient, HealthcareSettings, OperationResult
 from deid.records import AuditRecord, DeadLetterRecord
 from deid.settings import Limits
@@ -56,7 +56,6 @@ class _StoreFn(beam.DoFn):
         self._dicomweb = self._client.dicomweb(self._settings.source_store)
 
     def process(self, ref: InputRef) -> Iterable[InputRef]:
-        from deid.cloud.dicomweb import store_bytes
 
         data = read_all(ref.path, self._limits.max_file_bytes)
         try:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
@@ -323,8 +324,6 @@ def _jpeg_model(photometric: str) -> dict[str, Any] | None:
 
 
 def _encode_jpeg(frame: np.ndarray, photometric: str) -> bytes:
-    from PIL import Image
-
     options = _jpeg_model(photometric)
     if options is None or frame.dtype != np.uint8:
         raise PixelDecodeError("this JPEG Baseline frame layout cannot be re-encoded")

@@ -19,7 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
+from pydicom.pixels import pixel_array
 
 from deid.settings import Box
 
@@ -74,7 +76,6 @@ class _Row:
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:
     """Any 2-D/3-D numeric image (grey, RGB, RGBA, 16-bit, float) as 8-bit BGR for OpenCV."""
-    import cv2
 
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[2] == 1:
@@ -92,7 +93,6 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
 
 
 def _shrink(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    import cv2
 
     height, width = image.shape[:2]
     factor = min(1.0, max_side / max(height, width, 1))
@@ -101,7 +101,6 @@ def _shrink(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 
 
 def _png(image: np.ndarray) -> bytes:
-    import cv2
 
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
@@ -111,7 +110,6 @@ def _png(image: np.ndarray) -> bytes:
 
 def before_thumbnail(image: np.ndarray, max_side: int = BEFORE_MAX_SIDE) -> bytes:
     """A PNG of the input image so small and blurred that no text in it can be read."""
-    import cv2
 
     small, _ = _shrink(to_rgb8(image), max_side)
     return _png(cv2.GaussianBlur(small, (0, 0), BEFORE_BLUR_SIGMA))
@@ -128,7 +126,6 @@ def after_thumbnail(
     `boxes` are (x, y, width, height) in the pixels of `source_size` (width, height); by default
     in the pixels of `image` itself. For a slide, pass its thumbnail and the level-0 size.
     """
-    import cv2
 
     rgb = to_rgb8(image)
     small, factor = _shrink(rgb, max_side)
@@ -147,8 +144,6 @@ def first_frame(ds: Any) -> np.ndarray | None:
     if "PixelData" not in ds:
         return None
     try:
-        from pydicom.pixels import pixel_array
-
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         return np.asarray(pixel_array(ds, index=0 if frames > 1 else None))
     except Exception:  # noqa: BLE001 - a thumbnail is optional: any decode failure means none

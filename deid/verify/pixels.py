@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deid.redaction.ocr import read_words
 from deid.settings import Box
 
 MIN_WORD = 3
@@ -39,8 +40,6 @@ def _normal(text: str) -> str:
 
 
 def _words_by_box(image: np.ndarray, boxes: Sequence[Box]) -> dict[int, set[str]]:
-    from deid.redaction.ocr import read_words
-
     found: dict[int, set[str]] = {}
     for word in read_words(image, boxes):
         text = _normal(word.text)
