@@ -1,0 +1,1 @@
+"""Tests of the composite tier (marker `composite`, added by conftest.py)."""

@@ -1,0 +1,1 @@
+"""Tests of the deploy tier (marker `deploy`, added by conftest.py)."""

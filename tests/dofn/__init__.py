@@ -1,0 +1,1 @@
+"""Tests of the dofn tier (marker `dofn`, added by conftest.py)."""

@@ -1,0 +1,1 @@
+"""Tests of the unit tier (marker `unit`, added by conftest.py)."""
