@@ -2,7 +2,7 @@
 #
 # Build with templates/build.sh (Cloud Build, or a local Docker with BUILDER=docker): it passes
 # WORKER_IMAGE, the image's own immutable reference, which the launcher hands to Dataflow so the
-# workers run this very image. Versions that must agree, checked by tests/test_deployment.py:
+# workers run this very image. Versions that must agree, checked by tests/deploy/test_deployment.py:
 #   apache/beam_python3.11_sdk:<tag>  ==  BEAM_VERSION in setup.py  ==  apache-beam in requirements.lock
 #   python3.11 in the image name      ==  python_requires in setup.py
 # After changing setup.py, regenerate the lock (pip-tools, Python 3.11, Linux x86_64 like the image):

@@ -31,7 +31,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 MODES = ("in_memory", "multi_threading", "multi_processing")
@@ -136,7 +135,7 @@ def main() -> None:
         print("RESULT " + json.dumps(result), flush=True)
         return
 
-    import wsi_factory
+    from tests.support import wsi_factory
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="wsi-bench-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -16,19 +16,17 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 DATASET = "projects/demo/locations/local/datasets/demo"
 SOURCE, DESTINATION = f"{DATASET}/dicomStores/source", f"{DATASET}/dicomStores/destination"
 
 
 def main(demo_data: str, output: str) -> int:
-    from gcs_emulator import fake_healthcare, throwaway_credentials
-
     from deid.cloud.dicomweb import list_instances
     from deid.cloud.healthcare import HealthcareClient, default_session
     from pipeline.main import main as run_pipeline
     from scripts.summarize_run import summarize
+    from tests.support.gcs_emulator import fake_healthcare, throwaway_credentials
 
     with tempfile.TemporaryDirectory() as scratch, fake_healthcare([SOURCE, DESTINATION]) as server:
         os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = str(

@@ -9,7 +9,7 @@ its helpText the option's help, and its paramType, regexes and enumOptions follo
 argparse type and choices (BOOLEAN for parse_bool, NUMBER for the integer types, ENUM for choices).
 Only the path options listed in GCS_PATHS get Cloud Storage paramTypes; the other text options get
 a regex from TEXT_REGEXES, or, for an option added later and not listed there, one that only rejects
-control characters. tests/test_templates.py regenerates the document and fails on any difference,
+control characters. tests/deploy/test_templates.py regenerates the document and fails on any difference,
 so re-running this script is the fix for drift.
 
 Regexes are anchored (^...$) and use only syntax Java and Python read alike, because Dataflow checks

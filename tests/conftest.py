@@ -1,4 +1,8 @@
-"""Shared test set-up: fast local Beam runs and paths to the shared real-file corpus."""
+"""Shared test set-up: fast local Beam runs and paths to the shared real-file corpus.
+
+Constants and helpers live in tests.support (`from tests.support.env import BEAM_TEST_ARGS`); this
+file holds the fixtures every tier uses and checks that each test carries exactly one tier marker.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,24 @@ from typing import Any
 
 import pytest
 
+from tests.support.env import BEAM_TEST_ARGS, SHARED_DATA
+from tests.support.tiers import tier_problems
+
 # google-auth probes the GCE metadata server when looking for credentials; offline that probe
 # retries for ~26 s per process. Tests never need ambient credentials.
 os.environ.setdefault("NO_GCE_CHECK", "True")
 os.environ.setdefault("GCE_METADATA_HOST", "127.0.0.1:1")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
-# In-process runner (never the Prism download) and no credential lookup.
-BEAM_TEST_ARGS = ["--runner=FnApiRunner", "--no_auth"]
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """After the tier folders' conftests: a test outside tests/<tier>/ is a collection error."""
+    problems = tier_problems(items)
+    if problems:
+        raise pytest.UsageError(
+            "every test belongs in one tier folder (tests/unit, dofn, composite, e2e, deploy):\n  "
+            + "\n  ".join(problems)
+        )
 
 
 @pytest.fixture
@@ -35,8 +47,8 @@ def beam_args() -> list[str]:
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The GCS emulator and the fake Healthcare API (tests/gcs_emulator.py), one per test module."""
-    from gcs_emulator import cloud_env
+    """The GCS emulator and the fake Healthcare API (tests/support/gcs_emulator.py), one per test module."""
+    from tests.support.gcs_emulator import cloud_env
 
     with cloud_env(tmp_path_factory.mktemp("cloud")) as env:
         yield env

@@ -21,7 +21,7 @@ copy, 1/16 of the pixels) finds big text up to ~250 px with strokes up to ~24 px
 absolute (no per-image statistics such as Otsu), so overlapping windows of the same slide, whose
 origins are aligned to the coarsest scale, make the same decision about the same text.
 
-Limits, measured on synthetic text and on real H&E tissue (tests/test_redaction.py, tests/text_images.py):
+Limits, measured on synthetic text and on real H&E tissue (tests/unit/test_redaction.py, tests/support/text_images.py):
 * Found (>= 95 % of ink pixels covered): horizontal machine-printed text of roughly 7..250 px height
   with clear contrast (about >= 100 grey levels between ink and ground for thin 1-px type, less for
   bold type): slide-label print, ultrasound/CT annotations (light on dark), typed stickers, and

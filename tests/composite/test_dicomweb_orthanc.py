@@ -13,11 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import dicom_factory
 import pydicom
 import pytest
-from conftest import BEAM_TEST_ARGS
-from orthanc import OrthancServer, orthanc
 from pydicom.data import get_testdata_file
 
 from deid.cloud.dicomweb import list_instances, make_client, retrieve_bytes, store_bytes, store_datasets
@@ -25,6 +22,9 @@ from deid.cloud.retry import Backoff
 from deid.keys import DeidKey
 from deid.settings import RunSettings
 from pipeline.main import main
+from tests.support import dicom_factory
+from tests.support.env import BEAM_TEST_ARGS
+from tests.support.orthanc import OrthancServer, orthanc
 
 pytestmark = pytest.mark.needs_tool
 
@@ -97,8 +97,7 @@ def test_unreachable_destination_sends_instances_to_dead_letter(
     servers: tuple[OrthancServer, OrthancServer], tmp_path: Path
 ) -> None:
     pytest.importorskip("deid.dicom.profile")
-    from gcs_emulator import free_port
-
+    from tests.support.gcs_emulator import free_port
     from transforms.dicomweb import DicomwebDeidentify
 
     source, _destination = servers

@@ -13,13 +13,13 @@ import apache_beam as beam
 import pydicom
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
-from gcs_emulator import CloudEnv
 from pydicom.data import get_testdata_file
 
 from deid.classify import InputRef
 from deid.cloud.dicomweb import list_instances
 from deid.cloud.healthcare import HealthcareClient, HealthcareSettings, default_session
 from deid.cloud.retry import Backoff
+from tests.support.gcs_emulator import CloudEnv
 from transforms.healthcare import FAILED_KIND, HealthcareDeidentify, store_hash
 
 pytestmark = pytest.mark.usefixtures("no_faults")

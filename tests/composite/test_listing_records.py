@@ -17,7 +17,7 @@ from pydicom.data import get_testdata_file
 from deid.classify import InputRef
 from deid.errors import InputTooLargeError, InvalidInputError, UnsupportedFormatError
 from deid.records import AuditRecord, DeadLetterRecord
-from tests.conftest import BEAM_TEST_ARGS
+from tests.support.env import BEAM_TEST_ARGS
 from transforms.listing import ListInputs, admit, input_pattern
 from transforms.records import WriteRecords
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import apache_beam as beam
 import numpy as np
 import pytest
-import wsi_factory
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -18,12 +17,14 @@ from apache_beam.testing.util import assert_that, equal_to
 from deid.classify import InputRef
 from deid.keys import DeidKey
 from deid.settings import Box, RedactionSettings, RedactRegions, RunSettings, WsiSettings
+from tests.support import wsi_factory
+from tests.support.env import SHARED_DATA
 from transforms.wsi import DeidentifyWsi
 
 openslide = pytest.importorskip("openslide")
 
 KEY = DeidKey(b"k" * 32)
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wsi"
+SHARED = SHARED_DATA / "wsi"
 OPTIONS = ["--runner=FnApiRunner", "--no_auth"]
 
 

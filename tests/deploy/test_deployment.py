@@ -22,7 +22,9 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.env import REPO_ROOT
+
+ROOT = REPO_ROOT
 DOCKERFILE = ROOT / "Dockerfile"
 LOCK = ROOT / "requirements.lock"
 LAUNCHER = ROOT / "templates" / "launcher.py"

@@ -14,15 +14,15 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 from apache_beam.options import pipeline_options as beam_options
 
 from pipeline.options import DeidOptions, parse_bool
+from tests.support.env import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 METADATA = ROOT / "templates" / "metadata.json"
 GENERATOR = ROOT / "scripts" / "gen_template_metadata.py"
 

@@ -18,7 +18,9 @@ from typing import Any
 import hcl2
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.env import REPO_ROOT
+
+ROOT = REPO_ROOT
 TF_DIR = ROOT / "terraform"
 METADATA = ROOT / "templates" / "metadata.json"
 NINETY_DAYS_S = 90 * 24 * 3600

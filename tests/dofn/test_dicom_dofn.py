@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import dicom_factory
 import pydicom
 import pytest
 from apache_beam.pvalue import TaggedOutput
@@ -15,6 +14,7 @@ from deid.errors import LeakDetectedError
 from deid.keys import DeidKey
 from deid.records import AuditRecord
 from deid.settings import ProfileSettings, RunSettings
+from tests.support import dicom_factory
 from transforms.common import LINKAGE
 from transforms.dicom import _DeidentifyInstanceFn, _PublishFn
 from transforms.qa import QA_TAG

@@ -12,7 +12,7 @@ import pydicom
 import pytest
 
 from pipeline.main import main
-from tests.conftest import BEAM_TEST_ARGS, REPO_ROOT
+from tests.support.env import BEAM_TEST_ARGS, REPO_ROOT
 
 # Fake PHI planted by scripts/make_demo_data.py, and the input names (which carry PHI too).
 PHI = [

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import pytest
 
 from pipeline.main import main
-from tests import dicom_factory
-from tests.conftest import BEAM_TEST_ARGS
-from tests.text_images import black_background, draw_text
+from tests.support import dicom_factory
+from tests.support.env import BEAM_TEST_ARGS
+from tests.support.text_images import black_background, draw_text
 
 FRAMES, ROWS, COLUMNS = 3, 240, 320
 
@@ -32,7 +31,6 @@ def _burned_in_ultrasound(path: Path) -> np.ndarray:
     return ink
 
 
-@pytest.mark.e2e
 def test_burned_in_text_is_redacted_in_every_frame(tmp_path: Path) -> None:
     source = tmp_path / "in"
     source.mkdir()

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from gcs_emulator import CloudEnv, cloud_env
 from pydicom.data import get_testdata_file
 
 from deid.keys import DeidKey
-
-pytestmark = pytest.mark.e2e
+from tests.support.gcs_emulator import CloudEnv, cloud_env
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from gcs_emulator import CloudEnv
 from pydicom.data import get_testdata_file
 
 from deid.cloud.dicomweb import list_instances
 from deid.cloud.healthcare import HealthcareClient, default_session
+from tests.support.gcs_emulator import CloudEnv
 
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("no_faults")]
+pytestmark = pytest.mark.usefixtures("no_faults")
 DATASET = "projects/p1/locations/us-central1/datasets/d1"
 
 

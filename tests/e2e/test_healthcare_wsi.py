@@ -6,16 +6,14 @@ import json
 import uuid
 from pathlib import Path
 
-import pytest
-from gcs_emulator import CloudEnv
 from pydicom.data import get_testdata_file
 
 from deid.cloud.dicomweb import list_instances
 from deid.cloud.healthcare import HealthcareClient, default_session
-from tests.conftest import BEAM_TEST_ARGS
-from tests.wsi_factory import write_aperio_svs
+from tests.support.env import BEAM_TEST_ARGS
+from tests.support.gcs_emulator import CloudEnv
+from tests.support.wsi_factory import write_aperio_svs
 
-pytestmark = pytest.mark.e2e
 DATASET = "projects/p1/locations/us-central1/datasets/wsi"
 
 

@@ -12,10 +12,10 @@ import warnings
 from pathlib import Path
 
 import pydicom
-import pytest
 import tifffile
-from conftest import BEAM_TEST_ARGS, REPO_ROOT
-from test_verify_phi_fixtures import write_phi_dicoms, write_phi_svs
+
+from tests.support.env import BEAM_TEST_ARGS, REPO_ROOT
+from tests.support.phi_fixtures import write_phi_dicoms, write_phi_svs
 
 # Folders whose content must be identical across runs (qa/ holds timings; .tmp/ is staging). The
 # record folders hold one file per run: the newest run's records are compared by content.
@@ -57,7 +57,6 @@ def _audit(out: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in _newest(out, "audit").read_text().splitlines()]
 
 
-@pytest.mark.e2e
 def test_second_run_same_key_same_files_no_duplicates(tmp_path: Path) -> None:
     inp, out = tmp_path / "input", tmp_path / "output"
     _inputs(inp)
@@ -135,7 +134,6 @@ def _complete(path: Path) -> bool:
         return False
 
 
-@pytest.mark.e2e
 def test_killed_run_leaves_no_partial_output_and_rerun_completes(tmp_path: Path) -> None:
     inp, out = tmp_path / "input", tmp_path / "output"
     _inputs(inp)
@@ -160,7 +158,6 @@ def test_killed_run_leaves_no_partial_output_and_rerun_completes(tmp_path: Path)
     assert _snapshot(out) == _snapshot(clean)
 
 
-@pytest.mark.e2e
 def test_two_concurrent_runs_into_one_output_keep_all_records(tmp_path: Path) -> None:
     out = tmp_path / "output"
     key = tmp_path / "deid.key"

@@ -10,10 +10,17 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import BEAM_TEST_ARGS
-from test_verify_phi_fixtures import ALL_PHI, BIRTH_DATE, phi_dataset, phi_dicom_bytes, write_phi_dicoms, write_phi_svs
 
 from pipeline.verify import verify_tree
+from tests.support.env import BEAM_TEST_ARGS
+from tests.support.phi_fixtures import (
+    ALL_PHI,
+    BIRTH_DATE,
+    phi_dataset,
+    phi_dicom_bytes,
+    write_phi_dicoms,
+    write_phi_svs,
+)
 
 # Every PHI string of the fixtures holds 'ZQX'; dates are checked in their common spellings.
 FORBIDDEN = re.compile(
@@ -63,7 +70,6 @@ def _files_text(root: Path, folders: tuple[str, ...]) -> dict[str, str]:
     return found
 
 
-@pytest.mark.e2e
 def test_no_phi_in_logs_records_or_streams(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:

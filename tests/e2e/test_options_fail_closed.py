@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dicom_factory
 import pytest
-from conftest import BEAM_TEST_ARGS
 
 from pipeline.main import main
+from tests.support import dicom_factory
+from tests.support.env import BEAM_TEST_ARGS
 
 
 @pytest.fixture
@@ -52,3 +52,20 @@ def test_an_input_that_matches_nothing_stops_the_run(tmp_path: Path, capfd: pyte
         err = capfd.readouterr().err.strip().splitlines()
         assert err == ["error: --input matches no file; check the path or pattern"]
     assert not (out / "audit").exists()
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (["--keep", "NotAKeyword"], "error: --keep names 'NotAKeyword', which is neither a tag nor a DICOM keyword"),
+        (["--remove", "SOPInstanceUID"], "error: --remove names SOPInstanceUID (0008,0018), which every instance"),
+    ],
+)
+def test_a_profile_list_that_cannot_apply_stops_the_run(
+    one_input: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str], bad: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    assert main(["--input", str(one_input), "--output", str(out), *bad, *BEAM_TEST_ARGS]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message)
+    assert not out.exists()

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import pytest
 import tifffile
-from conftest import BEAM_TEST_ARGS, REPO_ROOT
-from test_verify_phi_fixtures import ALL_PHI, SLIDE_BARCODE, phi_dicom_bytes, write_phi_dicoms, write_phi_svs
 
 from pipeline.verify import main as verify_main
 from pipeline.verify import verify_tree
+from tests.support.env import BEAM_TEST_ARGS, REPO_ROOT
+from tests.support.phi_fixtures import ALL_PHI, SLIDE_BARCODE, phi_dicom_bytes, write_phi_dicoms, write_phi_svs
 
 PSEUDO = "KQ7ZP2M4XW9HTRVA"
 
@@ -125,7 +124,6 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
                         "--retain_long_modified_dates"]) == 2
 
 
-@pytest.mark.e2e
 def test_real_run_is_clean_then_planted_copy_fails(tmp_path: Path) -> None:
     """The real pipeline's output verifies clean; an original copied in makes the command fail."""
     from pipeline.main import main as pipeline_main

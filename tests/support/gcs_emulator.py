@@ -32,7 +32,7 @@ from pathlib import Path
 
 import requests
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.support.env import REPO_ROOT
 
 
 def free_port() -> int:

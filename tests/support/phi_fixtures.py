@@ -1,7 +1,7 @@
 """Synthetic inputs full of unique, greppable fake PHI, shared by the verify/QA/fuzz/log tests.
 
-Every PHI string contains 'ZQX' so a stray copy is easy to find. Importable as a plain module
-(`from test_verify_phi_fixtures import ...`); it holds no tests itself.
+Every PHI string contains 'ZQX' so a stray copy is easy to find. Imported as
+`from tests.support.phi_fixtures import ...`; it holds no tests itself.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import dicom_factory as f
 import pytest
 from pydicom.data import get_testdata_files
 from pydicom.dataset import Dataset
@@ -19,6 +18,7 @@ from deid.dicom.writer import write_dicom
 from deid.errors import DeidError
 from deid.keys import DeidKey
 from deid.settings import Limits, ProfileSettings
+from tests.support import dicom_factory as f
 
 pytestmark = [
     pytest.mark.needs_tool,

@@ -21,13 +21,13 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
-from text_images import black_background, draw_text
 
 from deid.dicom.pixels import redact_dicom_pixels
 from deid.errors import InputTooLargeError, PixelDecodeError
 from deid.redaction import RedactionConfig
 from deid.redaction.ocr import read_words
 from deid.settings import Box
+from tests.support.text_images import black_background, draw_text
 
 US_MULTIFRAME = UID("1.2.840.10008.5.1.4.1.1.3.1")
 DETECT = RedactionConfig(text_mode="detect")

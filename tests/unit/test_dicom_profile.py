@@ -8,7 +8,6 @@ import re
 import struct
 from pathlib import Path
 
-import dicom_factory as f
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
@@ -30,9 +29,11 @@ from deid.errors import (
 from deid.keys import DeidKey
 from deid.settings import Limits, ProfileSettings
 from deid.verify.harvest import harvest_dicom, harvest_private_texts
+from tests.support import dicom_factory as f
+from tests.support.env import REPO_ROOT, SHARED_DATA
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+REPO = REPO_ROOT
+SHARED = SHARED_DATA
 STANDARD_JSON = SHARED / "dicom-standard" / "confidentiality_profile_attributes.json"
 KEY = DeidKey(b"0123456789abcdef0123456789abcdef")
 OTHER_KEY = DeidKey(b"fedcba9876543210fedcba9876543210")

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import REPO_ROOT
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from test_verify_phi_fixtures import phi_dataset, phi_dicom_bytes, write_phi_svs
 
 from deid.classify import HEAD_BYTES, classify_head
 from deid.errors import DeidError, InputTooLargeError
 from deid.keys import DeidKey
 from deid.settings import Limits, ProfileSettings
+from tests.support.env import REPO_ROOT
+from tests.support.phi_fixtures import phi_dataset, phi_dicom_bytes, write_phi_svs
 
 LIMITS = Limits(max_pixels=50_000_000, max_file_bytes=64 * 1024 * 1024)
 KEY = DeidKey(b"fuzz-key-0123456789abcdef")

@@ -10,7 +10,6 @@ import uuid
 
 import pydicom
 import pytest
-from gcs_emulator import CloudEnv
 from pydicom.data import get_testdata_file
 
 from deid.cloud.healthcare import (
@@ -22,6 +21,7 @@ from deid.cloud.healthcare import (
 )
 from deid.cloud.retry import Backoff
 from deid.errors import ConfigError
+from tests.support.gcs_emulator import CloudEnv
 
 pytestmark = pytest.mark.usefixtures("no_faults")
 DATASET = "projects/p1/locations/us-central1/datasets/d1"

@@ -13,7 +13,9 @@ from unittest import mock
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.env import REPO_ROOT
+
+ROOT = REPO_ROOT
 DEID = ROOT / "deid"
 PRODUCT = ("deid", "transforms", "pipeline")
 

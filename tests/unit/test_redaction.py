@@ -9,13 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from text_images import (
-    black_background,
-    draw_text,
-    draw_text_across_corner,
-    ink_coverage,
-    tissue_background,
-)
 
 from deid.errors import ConfigError, OcrUnavailableError
 from deid.redaction import (
@@ -30,6 +23,13 @@ from deid.redaction import ocr as ocr_module
 from deid.redaction.geometry import boxes_mask
 from deid.redaction.ocr import TermMatcher, box_matches
 from deid.settings import Box
+from tests.support.text_images import (
+    black_background,
+    draw_text,
+    draw_text_across_corner,
+    ink_coverage,
+    tissue_background,
+)
 
 needs_tesseract = pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract is not installed")
 

@@ -10,7 +10,13 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from test_verify_phi_fixtures import (
+
+from deid.settings import ProfileSettings
+from deid.verify.harvest import harvest_dicom, harvest_path, harvest_text, harvest_tiff_metadata
+from deid.verify.scan import quarantine_relpath, scan_bytes, scan_output, summarize
+from deid.verify.tiffwalk import iter_text_tags
+from deid.verify.values import LeakHit, PhiValue, is_meaningful
+from tests.support.phi_fixtures import (
     PATIENT_ID,
     PATIENT_NAME,
     SLIDE_BARCODE,
@@ -20,12 +26,6 @@ from test_verify_phi_fixtures import (
     phi_dicom_bytes,
     write_phi_svs,
 )
-
-from deid.settings import ProfileSettings
-from deid.verify.harvest import harvest_dicom, harvest_path, harvest_text, harvest_tiff_metadata
-from deid.verify.scan import quarantine_relpath, scan_bytes, scan_output, summarize
-from deid.verify.tiffwalk import iter_text_tags
-from deid.verify.values import LeakHit, PhiValue, is_meaningful
 
 PHI_DIRECT = (
     "PatientName",
