@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DATA ?= demo_data
 DEMO_OUT ?= demo_out
 
-.PHONY: venv demo demo-healthcare test lint lint-infra typecheck unit system-deps bench clean
+.PHONY: venv demo demo-healthcare test lint lint-infra typecheck pytest system-deps bench clean
 
 $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,10 +40,10 @@ lint-infra:
 typecheck: venv
 	$(VENV)/bin/mypy
 
-unit: venv
+pytest: venv
 	$(VENV)/bin/pytest
 
-test: lint typecheck lint-infra unit
+test: lint typecheck lint-infra pytest
 
 bench: venv
 	$(PY) -m pip install -q -e '.[bench]'
