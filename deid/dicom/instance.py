@@ -4,11 +4,14 @@ OUTPUT, local files or a DICOMweb source to a DICOMweb destination), so that eac
 scans, redacts and marks pixels the same way.
 
 Steps, in order:
-  1. read strictly (bounded by the limits), private elements the profile removes cut before parsing;
+  1. read strictly (bounded by the limits), private elements the profile removes cut before parsing,
+     pixel data checked against its header (deid.dicom.pixel_data; the audit's `pixel_data` detail
+     says whether the frames were also decoded, "decoded", or only checked, "checked");
   2. harvest the input's identifying values (attributes the profile removes or replaces, private
      text, the input's path below --input); they stay in this worker's memory;
   3. apply the profile; redact burned-in pixels when the instance needs it, and only after a text
-     search over every frame set BurnedInAnnotation NO;
+     search over every frame set BurnedInAnnotation NO; clean every compressed frame's marker
+     segments and every ICC profile's text (deid.dicom.embedded);
   4. encode, name the output, and search the encoded bytes and the name for the harvested values.
 
 The caller decides where the payload goes: a result with `leak_hits` must never be published or
@@ -20,6 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from deid.dicom.embedded import sanitize_embedded
 from deid.dicom.pixels import redact_dicom_pixels
 from deid.dicom.profile import deidentify
 from deid.dicom.reader import read_for_profile
@@ -28,9 +32,13 @@ from deid.keys import DeidKey
 from deid.qa.report import after_thumbnail, before_thumbnail, first_frame
 from deid.redaction.engine import RedactionConfig
 from deid.settings import RunSettings
+from deid.verify.echo import kept_texts, mark_descriptive, split_echoes
 from deid.verify.harvest import harvest_dicom, harvest_path, harvest_private_texts
 from deid.verify.scan import quarantine_relpath, scan_output, summarize
 from deid.verify.values import LeakHit, PhiValue
+
+# PixelData (7FE0,0010): an image instance whose frames can be searched for burned-in text.
+PIXEL_DATA = 0x7FE00010
 
 
 @dataclass(frozen=True)
@@ -106,17 +114,38 @@ def deidentify_instance(data: bytes, settings: RunSettings, key: DeidKey, source
     actions = dict(result.actions)
     details: dict[str, object] = {}
     out = result.dataset
-    if result.needs_pixel_redaction:
-        out, pixel_counts = redact_dicom_pixels(out, RedactionConfig.for_input(settings.redaction, source.sha256))
+    decoded = False
+    # Most real CT/CR/DX/MG exports with annotations carry no BurnedInAnnotation flag: with text
+    # redaction on, every image is searched unless the user limited it to flagged instances.
+    search_all = settings.redaction.searches_every_image() and PIXEL_DATA in out
+    if result.needs_pixel_redaction or search_all:
+        config = RedactionConfig.for_input(settings.redaction, source.sha256)
+        out, pixel_counts = redact_dicom_pixels(out, config)
+        decoded = config.active
         if settings.redaction.text != "off":
             # Only a text search over every frame justifies BurnedInAnnotation NO; user boxes alone do not.
             mark_pixel_data_cleaned(out)
         actions.update({f"pixels_{k}": v for k, v in pixel_counts.items()})
+        if settings.redaction.text != "off":
+            actions["pixels_frames_searched"] = pixel_counts.get("frames_total", 0)
         details["transfer_syntax"] = str(out.file_meta.TransferSyntaxUID)
+    if "PixelData" in out:
+        # The reader checked the pixel data against its header; frames were decoded only for redaction.
+        details["pixel_data"] = "decoded" if decoded else "checked"
+    # Every frame and ICC profile, redacted or not: no comment, APPn payload or profile text survives.
+    actions.update({k: v for k, v in sanitize_embedded(out).items() if v})
     payload = write_dicom(out)
     relpath = output_relpath(out)
     clock.lap("deidentify")
-    hits = scan_output(payload, relpath, values | result.phi_values)
+    harvested = values | result.phi_values
+    hits, echoes = split_echoes(scan_output(payload, relpath, mark_descriptive(harvested)))
+    if hits:
+        # Rare, so only then: a value equal to one the profile kept in this instance is no leak.
+        kept = kept_texts(dataset, out)
+        hits, echoes = split_echoes(scan_output(payload, relpath, mark_descriptive(harvested, kept)))
+    if echoes:
+        # Clinical wording the profile removed from a description but kept in a code (deid/verify/echo.py).
+        actions["descriptor_echo"] = len(echoes)
     clock.lap("verify")
     qa = None
     if settings.qa_report:

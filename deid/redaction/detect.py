@@ -76,6 +76,12 @@ class DetectParams:
     single_glyph_contrast: int = 160
     pad_fraction: float = 0.2
     scales: tuple[int, ...] = (1, 4)
+    # Ground added around the image before detection (rounded down to the sampling grid).
+    border_margin: int = 16
+    # Line completion: word-spaced neighbours within `word_gap` line heights join a found line.
+    complete_lines: bool = True
+    word_gap: float = 1.0
+    max_completions: int = 8
 
 
 DEFAULT_PARAMS = DetectParams()
@@ -103,7 +109,81 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 
 def detect_text_boxes(image: np.ndarray, params: DetectParams = DEFAULT_PARAMS) -> list[Box]:
     """Boxes (image pixels, padded) around text-like regions of `image`; see the module docstring."""
-    gray = np.ascontiguousarray(to_gray(image))
+    source = np.ascontiguousarray(to_gray(image))
+    # Text printed flush with the image edge (CR/CT corner annotations start at pixel 0) has no
+    # ground on that side for the morphology and the isolation test: give it some, in the value of
+    # the image's outer ring, by a multiple of the sampling grid so that alignment is unchanged.
+    margin = params.border_margin - params.border_margin % grid(params)
+    gray = _with_margin(source, margin) if margin else source
+    boxes = _detect(gray, params)
+    if margin:
+        boxes = _shift_and_clip(boxes, margin, source.shape)
+    if params.complete_lines:
+        boxes = _complete_lines(source, boxes, params)
+    return [Box(int(x0), int(y0), int(x1 - x0), int(y1 - y0)) for x0, y0, x1, y1 in boxes]
+
+
+def _with_margin(gray: np.ndarray, margin: int) -> np.ndarray:
+    ring = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    ground = int(np.median(ring))
+    return cv2.copyMakeBorder(gray, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=ground)
+
+
+def _shift_and_clip(boxes: np.ndarray, margin: int, shape: tuple[int, ...]) -> np.ndarray:
+    height, width = shape[:2]
+    out = boxes - margin
+    out[:, [0, 1]] = np.maximum(out[:, [0, 1]], 0)
+    out[:, 2] = np.minimum(out[:, 2], width)
+    out[:, 3] = np.minimum(out[:, 3], height)
+    return out[(out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])]
+
+
+def _complete_lines(gray: np.ndarray, boxes: np.ndarray, params: DetectParams) -> np.ndarray:
+    """Grow each found line along its own row to the word-spaced neighbours it did not take in.
+
+    A short word beside a found line ("[M]" after a name, a two-digit age) fails the glyph test on
+    its own; any stroke component level with the line (half its height in common), of similar
+    height and no further than `word_gap` line heights from it joins it, and the search repeats
+    from the grown box. PHI first: what stands in a found line's row at word spacing is redacted.
+    """
+    if not len(boxes):
+        return boxes
+    height, width = gray.shape
+    out = boxes.copy()
+    for row in range(len(out)):
+        for _ in range(params.max_completions):
+            x0, y0, x1, y1 = (int(v) for v in out[row])
+            line_h = y1 - y0
+            # Strokes as wide as the detection kernel (bold type, a plain 'I') vanish under it: the
+            # kernel here grows with the line, so any stroke up to half the line height counts.
+            side = max(params.stroke_kernel, (line_h // 2) | 1)
+            kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
+            reach = int(np.ceil(line_h * params.word_gap)) + 1
+            bx0, bx1 = max(0, x0 - reach), min(width, x1 + reach)
+            by0, by1 = max(0, y0 - line_h // 2), min(height, y1 + line_h // 2)
+            band = gray[by0:by1, bx0:bx1]
+            grown = (x0, x1)
+            for operation in (cv2.MORPH_BLACKHAT, cv2.MORPH_TOPHAT):
+                response = cv2.morphologyEx(band, operation, kernel)
+                strokes = (response >= params.stroke_threshold).astype(np.uint8)
+                count, _, stats, _ = cv2.connectedComponentsWithStats(strokes, connectivity=8)
+                for left, top, w, h, _area in stats[1:count]:
+                    cx0, cy0 = bx0 + int(left), by0 + int(top)
+                    cx1, cy1 = cx0 + int(w), cy0 + int(h)
+                    common = min(cy1, y1) - max(cy0, y0)
+                    if common < 0.5 * h or not 0.25 * line_h <= h <= 1.5 * line_h:
+                        continue
+                    if cx1 <= x0 - reach or cx0 >= x1 + reach:
+                        continue
+                    grown = (min(grown[0], cx0), max(grown[1], cx1))
+            if grown == (x0, x1):
+                break
+            out[row, 0], out[row, 2] = grown
+    return out
+
+
+def _detect(gray: np.ndarray, params: DetectParams) -> np.ndarray:
+    """Padded line boxes (x0, y0, x1, y1) of both polarities at every scale, clipped to `gray`."""
     height, width = gray.shape
     found: list[np.ndarray] = []
     for scale in params.scales:
@@ -124,13 +204,13 @@ def detect_text_boxes(image: np.ndarray, params: DetectParams = DEFAULT_PARAMS) 
                 lines = _refine(gray, lines, dark=operation == cv2.MORPH_BLACKHAT, margin=scale)
             found.append(lines + _padding(lines, params))
     if not found:
-        return []
+        return np.zeros((0, 4), np.int64)
     boxes = np.concatenate(found)
     boxes[:, [0, 1]] = np.maximum(boxes[:, [0, 1]], 0)
     boxes[:, 2] = np.minimum(boxes[:, 2], width)
     boxes[:, 3] = np.minimum(boxes[:, 3], height)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return [Box(int(x0), int(y0), int(x1 - x0), int(y1 - y0)) for x0, y0, x1, y1 in boxes[keep]]
+    return boxes[keep]
 
 
 def _padding(lines: np.ndarray, params: DetectParams) -> np.ndarray:

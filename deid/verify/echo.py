@@ -1,0 +1,93 @@
+"""Clinical wording repeated in kept codes is not an identifier: the descriptor-echo rule.
+
+The profile removes free-text descriptions (RequestedProcedureDescription, ProtocolName, ...) and
+keeps coded items (CodeMeaning of a procedure code, ConvolutionKernel). Real instances repeat the
+same words in both ("CT PE CHEST"), so a leak check that harvests the description finds it in the
+kept code and would quarantine every ordinary clinical file.
+
+A harvested value is *descriptive*, and a hit of it a `descriptor_echo` note in the audit rather
+than a leak, only when all of these hold:
+- every attribute it was harvested from is a descriptive one (keyword naming a description,
+  protocol, procedure, body part, kernel or code meaning; or a value the engine recorded without
+  a keyword) - never a name, ID, date, institution, address, private element or file name;
+- it holds no digit (IDs, dates, accession numbers, ages all carry digits);
+- none of its words (3 letters or more) is a word of any other harvested value: a description
+  that contains the patient's, a physician's or the institution's name, or a word of an ID or of
+  the file name, still quarantines.
+A harvested value whose whole text equals the whole value of an attribute the profile kept in the
+same instance (a private element repeating the kept ConvolutionKernel 'FL04') is an echo too: the
+profile decided that value may stay. A value merely *containing* a kept value, or contained in one
+(a name inside a --keep'd description), is still a leak.
+Everything else found in an output remains a leak.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from deid.verify.values import LeakHit, PhiLike, PhiValue, as_values
+
+ECHO_PREFIX = "descriptor_echo:"
+_DESCRIPTIVE_KIND = re.compile(r"(Description|ProtocolName|Procedure|BodyPart|Kernel|CodeMeaning)$")
+_ENGINE_KIND = "value"  # values the profile engine recorded while removing them (no keyword)
+_WORD = re.compile(r"[^\W\d_]{3,}")
+_TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+
+
+def _descriptive_kinds(kinds: Sequence[str]) -> bool:
+    keyworded = [k for k in kinds if k != _ENGINE_KIND]
+    return bool(keyworded) and all(_DESCRIPTIVE_KIND.search(k) for k in keyworded)
+
+
+def _words(text: str) -> set[str]:
+    return {w.casefold() for w in _WORD.findall(text)}
+
+
+def kept_texts(before: Any, after: Any) -> frozenset[str]:
+    """Whole text values (casefolded) the profile left unchanged: the same tag holds the same text
+    somewhere in the input dataset and somewhere in the de-identified one."""
+    def texts(ds: Any) -> set[tuple[int, str]]:
+        return {
+            (int(elem.tag), elem.value.strip().casefold())
+            for elem in ds.iterall()
+            if elem.VR in _TEXT_VRS and isinstance(elem.value, str) and not elem.tag.is_private
+        }
+
+    return frozenset(text for _, text in texts(before) & texts(after) if text)
+
+
+def mark_descriptive(values: Iterable[PhiLike], kept: frozenset[str] = frozenset()) -> list[PhiValue]:
+    """The values, merged as the scan merges them, echoes relabelled with ECHO_PREFIX: descriptive
+    ones, and (with `kept` from kept_texts) those equal to a value the profile kept."""
+    merged = as_values(values)
+    candidates = [
+        v
+        for v in merged
+        if v.text.strip().casefold() in kept
+        or (_descriptive_kinds(v.kind.split("/")) and not any(c.isdigit() for c in v.text))
+    ]
+    others: set[str] = set()
+    for value in merged:
+        if value not in candidates:
+            others |= _words(value.text)
+    return [
+        PhiValue(value.text, ECHO_PREFIX + value.kind)
+        if value in candidates and (value.text.strip().casefold() in kept or not _words(value.text) & others)
+        else value
+        for value in merged
+    ]
+
+
+def is_echo(hit: LeakHit) -> bool:
+    return hit.value_kind.startswith(ECHO_PREFIX)
+
+
+def split_echoes(hits: Iterable[LeakHit]) -> tuple[list[LeakHit], list[LeakHit]]:
+    """(leaks, descriptor echoes) of one output's hits."""
+    leaks: list[LeakHit] = []
+    echoes: list[LeakHit] = []
+    for hit in hits:
+        (echoes if is_echo(hit) else leaks).append(hit)
+    return leaks, echoes
