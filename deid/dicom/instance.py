@@ -21,7 +21,7 @@ stored, only written under OUTPUT/quarantine/ (`quarantine_relpath`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from deid.dicom.embedded import sanitize_embedded
 from deid.dicom.pixels import redact_dicom_pixels
@@ -120,6 +120,9 @@ def deidentify_instance(data: bytes, settings: RunSettings, key: DeidKey, source
     search_all = settings.redaction.searches_every_image() and PIXEL_DATA in out
     if result.needs_pixel_redaction or search_all:
         config = RedactionConfig.for_input(settings.redaction, source.sha256)
+        if config.text_mode == "ocr":
+            # The header's own identifying values are what OCR words are matched against first.
+            config = replace(config, ocr_terms=tuple(sorted({v.text for v in values} | set(result.phi_values))))
         out, pixel_counts = redact_dicom_pixels(out, config)
         decoded = config.active
         if settings.redaction.text != "off":

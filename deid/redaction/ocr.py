@@ -10,7 +10,9 @@ kept when its words match:
   letters and digits, allowing one OCR error in tokens of five or more characters. DICOM dates
   (YYYYMMDD) also match their day-month-year and month-day-year digit orders.
 * `ocr_phi_patterns`: dates, long digit runs and accession-like letter-digit codes, DICOM
-  person names (`DOE^JOHN`) and label words that introduce identifiers (`Name:`, `DOB`, `MRN`, ...).
+  person names (`DOE^JOHN`) and label words that introduce identifiers (`Name:`, `DOB`, `MRN`, ...);
+  and, PHI first, any word that is not plain clinical or technical wording (deid/redaction/wording.py):
+  what cannot be classified is redacted.
 * with no terms and patterns off: any word with at least two letters or digits.
 
 Recognised text is PHI: it never leaves this module (not logged, not in exceptions).
@@ -26,7 +28,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import cv2
@@ -34,6 +36,7 @@ import numpy as np
 
 from deid.errors import OcrUnavailableError
 from deid.redaction.detect import to_gray
+from deid.redaction.wording import may_stay
 from deid.settings import Box
 
 TESSERACT_TIMEOUT_S = 120
@@ -42,6 +45,9 @@ MAX_UPSCALE = 4.0
 GAP = 24
 
 _MONTHS = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+# Accession-like letter-digit codes; technical values such as '250mAs' look alike, so this pattern
+# does not override the clinical-wording classification (wording.py).
+_ACCESSION_SOURCE = r"\b(?=[A-Za-z0-9\-]*\d)(?=[A-Za-z0-9\-]*[A-Za-z])[A-Za-z0-9\-]{6,}\b"
 _PATTERNS = tuple(
     re.compile(p, re.IGNORECASE)
     for p in (
@@ -51,12 +57,15 @@ _PATTERNS = tuple(
         _MONTHS + r"\s*\d{1,2},?\s*(?:19|20)\d{2}\b",  # March 12, 1961
         r"(?<!\d)(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?!\d)",  # 19610312
         r"(?<![A-Za-z0-9])[A-Za-z]{0,4}[#:\-]?\d[\d\-]{5,}\d?(?![A-Za-z0-9])",  # MRN-like: 6+ digits
-        r"\b(?=[A-Za-z0-9\-]*\d)(?=[A-Za-z0-9\-]*[A-Za-z])[A-Za-z0-9\-]{6,}\b",  # accession-like
         r"[A-Za-z]+\^[A-Za-z^]+",  # DOE^JOHN
+        _ACCESSION_SOURCE,
         r"\b(?:name|patient|pat|pt|dob|birth|born|mrn|acc|accession|id|ssn|phone|address)\b\s*[:#.]",
         r"\b(?:dob|mrn|ssn)\b",
     )
 )
+
+
+_ACCESSION_LIKE = next(p for p in _PATTERNS if p.pattern == _ACCESSION_SOURCE)
 
 
 class _HasOcrSettings(Protocol):
@@ -72,7 +81,7 @@ class Word:
     """One recognised word and the index of the box it came from."""
 
     box_index: int
-    text: str
+    text: str = field(repr=False)  # text read from the pixels: burned-in PHI
     confidence: float
 
 
@@ -113,8 +122,12 @@ def box_matches(texts: Sequence[str], matcher: TermMatcher, patterns: bool) -> b
     if matcher.active and matcher.matches(texts):
         return True
     if patterns:
+        # PHI first: a box stays only when every word in it is plain clinical wording (wording.py)
+        # and no pattern spans its words ('3/9/12' is three short numbers and a date).
+        if not all(may_stay(t) for t in texts):
+            return True
         line = " ".join(texts)
-        return any(p.search(line) for p in _PATTERNS)
+        return any(p.search(line) for p in _PATTERNS if p is not _ACCESSION_LIKE)
     return False
 
 

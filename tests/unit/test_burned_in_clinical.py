@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -29,17 +30,18 @@ KEY = DeidKey.generate()
 GT_OFFSET = 25
 
 
-def _settings(scope: str = "all") -> RunSettings:
+def _settings(scope: str = "all", mode: str = "detect") -> RunSettings:
     return RunSettings(
         output="unused",
         key_token=KEY.to_token(),
         profile=ProfileSettings(pixel_redaction=True),
-        redaction=RedactionSettings(text="detect", scope=scope),
+        redaction=RedactionSettings(text=mode, scope=scope),
     )
 
 
-def _run(data: bytes, scope: str = "all") -> tuple[pydicom.Dataset, dict[str, int], bool]:
-    result = deidentify_instance(data, _settings(scope), KEY, InstanceSource(hashlib.sha256(data).hexdigest()))
+def _run(data: bytes, scope: str = "all", mode: str = "detect") -> tuple[pydicom.Dataset, dict[str, int], bool]:
+    settings = _settings(scope, mode)
+    result = deidentify_instance(data, settings, KEY, InstanceSource(hashlib.sha256(data).hexdigest()))
     return pydicom.dcmread(io.BytesIO(result.payload)), result.actions, result.leaked
 
 
@@ -49,14 +51,24 @@ def _filled(frame: np.ndarray, box: tuple[int, int, int, int]) -> bool:
     return region.size > 0 and int(region.max()) == int(region.min())
 
 
-@pytest.mark.parametrize(("name", "entry"), [("0_ORIGINAL_compressed.dcm", "0"), ("2_ORIGINAL.dicom", "2")])
-def test_real_presidio_images_every_phi_word_redacted_and_published(name: str, entry: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "entry", "mode"),
+    [
+        ("0_ORIGINAL_compressed.dcm", "0", "detect"),
+        ("2_ORIGINAL.dicom", "2", "detect"),
+        ("0_ORIGINAL_compressed.dcm", "0", "ocr"),
+        ("2_ORIGINAL.dicom", "2", "ocr"),
+    ],
+)
+def test_real_presidio_images_every_phi_word_redacted_and_published(name: str, entry: str, mode: str) -> None:
     if not (PRESIDIO / name).is_file():
         pytest.skip("../shared/data/dicom_samples/presidio is not beside this checkout")
+    if mode == "ocr" and shutil.which("tesseract") is None:
+        pytest.skip("tesseract is not installed (apt-get install tesseract-ocr)")
     data = (PRESIDIO / name).read_bytes()
     assert "BurnedInAnnotation" not in pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
     truth = json.loads((PRESIDIO / "ground_truth.json").read_text())[f"sample_data/{entry}_ORIGINAL.dcm"]
-    out, actions, leaked = _run(data)
+    out, actions, leaked = _run(data, mode=mode)
     assert not leaked
     assert actions["pixels_frames_searched"] == 1 and actions["pixels_boxes_redacted"] >= 1
     assert out.BurnedInAnnotation == "NO"

@@ -380,3 +380,32 @@ def test_ocr_terms_select_only_matching_boxes() -> None:
     # With no terms and patterns off, every box with text is kept.
     everything = redact_image(image, RedactionConfig(text_mode="ocr", ocr_phi_patterns=False))
     assert all(_covers(list(everything.boxes), bbox) for bbox in lines.values())
+
+
+@pytest.mark.parametrize(
+    "words",
+    [["PORTABLE", "AP"], ["Semi-Upright", "Portable", "L"], ["120kV", "250mAs"], ["50", "mm/s"], ["96", "HR"], ["R"]],
+)
+def test_plain_clinical_wording_may_stay(words: list[str]) -> None:
+    assert not box_matches(words, TermMatcher(()), patterns=True)
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["DAVIDSON", "DOUGLAS"],  # unclassified words: PHI first
+        ["03.09.2012"],
+        ["3/9/2012"],
+        ["2012-03-09"],
+        ["09-MAR-2012"],
+        ["10:42:26"],
+        ["PORTABLE", "KAUFMAN"],
+    ],
+)
+def test_names_dates_times_and_unclassified_words_are_redacted(words: list[str]) -> None:
+    assert box_matches(words, TermMatcher(()), patterns=True)
+
+
+def test_harvested_name_matches_in_any_order_and_case() -> None:
+    matcher = TermMatcher(("DAVIDSON^DOUGLAS", "19760616"))
+    assert matcher.matches(["douglas", "davidson"]) and matcher.matches(["06.16.1976"])
