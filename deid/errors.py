@@ -3,6 +3,8 @@
     PipelineError
     ├── ConfigError   options rejected before the run starts (the launcher exits with status 2)
     └── DeidError     one input sent to the dead-letter output (UnsupportedFormatError, ...)
+        └── OutOfSpaceError  the exception: no space left to write; never a record, the run
+                             fails instead (the launcher exits with status 1)
 
 Every failure that sends an input to the dead-letter output is a `DeidError`. Its `error_kind` is the
 `error_kind` field of the dead-letter record and the name of its Beam counter. Messages say what is
@@ -12,6 +14,12 @@ its HTTP status as a field (`status`); code decides on that field, never on the 
 """
 
 from __future__ import annotations
+
+# The one line the launcher prints (after "error: ") when a disk fills up.
+NO_SPACE_MESSAGE = (
+    "no space left on OUTPUT (or on the scratch disk): the run stopped; nothing partial was published "
+    "and this run's temporary files were removed. Free space, then run again into the same OUTPUT"
+)
 
 
 class PipelineError(Exception):
@@ -116,3 +124,35 @@ class UidConflictError(DeidError):
     different content); the one not chosen by the documented rule is refused, never overwritten."""
 
     error_kind = "uid_conflict"
+
+
+class NotARegularFileError(DeidError):
+    """A listed input is a FIFO, socket or device: it is skipped unread (reading could block forever)."""
+
+    error_kind = "not_a_regular_file"
+
+
+class UnreadableInputError(DeidError):
+    """A listed input could not be read (permissions, vanished); its record names it by a keyed hash
+    of its path relative to --input, since its bytes could not be hashed."""
+
+    error_kind = "unreadable"
+
+
+class UnreadableDirectoryError(DeidError):
+    """A directory under --input could not be listed, so the files in it were never seen; its record
+    names it by a keyed hash of its path relative to --input."""
+
+    error_kind = "unreadable_directory"
+
+
+class OutOfSpaceError(DeidError):
+    """No space left on OUTPUT or the scratch disk. Not a failure of one input: the run stops (exit 1)
+    and nothing partial is published. It is a DeidError only so that per-input handlers carry its kind
+    through (a tile's failure record, a slide's check); `transforms.common` turns it back into a
+    failure of the run wherever it would become a dead letter."""
+
+    error_kind = "no_space"
+
+    def __init__(self, message: str = NO_SPACE_MESSAGE) -> None:
+        super().__init__(message)

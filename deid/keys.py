@@ -81,6 +81,11 @@ class DeidKey:
             out.append(_PSEUDONYM_ALPHABET[index])
         return "".join(out)
 
+    def path_id(self, relative_path: str) -> str:
+        """64 hex characters naming an input whose bytes could not be read (the `input_sha256` of its
+        record): a keyed hash of its path relative to --input, so the record never shows the path."""
+        return self.digest("input-path", relative_path).hex()
+
     def date_shift_days(self, patient_key: str) -> int:
         """Days to subtract from every date of one patient: the same for all files of that patient."""
         number = int.from_bytes(self.digest("date-shift", patient_key.strip())[:8], "big")

@@ -2,6 +2,15 @@
 
 `build_pipeline(p, options)` wires the branches and returns their PCollections so tests can assert
 on them; `run(argv)` is what `python -m pipeline` and the `deid-pipeline` script call.
+
+`main(argv)` returns the exit status (CONTRACTS.md): 0 when the run completed, even with dead
+letters; 2 when it cannot start (one line naming the problem); 1 when it started and could not
+finish, with one line and no traceback: "error: no space left on OUTPUT ..." for a full disk
+(OSError ENOSPC however Beam wrapped it; Beam's own tracebacks of it are kept off the console),
+else the exception's type only. When a local run ends, completed or failed, it removes its own
+temporary files: the DICOM files it staged under OUTPUT/.tmp/<run id>/ and its WSI scratch
+directory (<scratch>/run-<run id>/); files under dicom/ and wsi/ are only ever renamed into place
+whole, so a failed run leaves none partial (the records of a failed run may be missing).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from apache_beam.options.pipeline_options import (
 from deid.classify import WSI_OUTPUT_SUBTYPE, InputRef
 from deid.cloud.healthcare import HealthcareSettings, preflight
 from deid.dicom.policy import profile_policy
-from deid.errors import ConfigError, ProfileError
+from deid.errors import NO_SPACE_MESSAGE, ConfigError, ProfileError
 from deid.keys import DeidKey
 from deid.records import AuditRecord
 from deid.settings import (
@@ -47,6 +56,7 @@ from pipeline.options import DeidOptions, check_argv
 from transforms.common import DeidOutputs, ToDeadLetters
 from transforms.dicom import DeidentifyDicom
 from transforms.dicomweb import DicomwebDeidentify
+from transforms.files import is_out_of_space, is_out_of_space_text, remove_tree, run_scratch_location, run_staging_dir
 from transforms.healthcare import HealthcareDeidentify
 from transforms.listing import ListInputs, admit, input_pattern
 from transforms.qa import WriteQaReport
@@ -92,7 +102,9 @@ def settings_from_options(options: DeidOptions, key: DeidKey) -> RunSettings:
         output_format=options.wsi_output_format,
         jpeg_quality=options.jpeg_quality,
     )
-    redaction = RedactionSettings(text=options.redact_text, fill=options.redact_fill, regions=regions)
+    redaction = RedactionSettings(
+        text=options.redact_text, fill=options.redact_fill, regions=regions, scope=options.redact_text_scope
+    )
     profile = ProfileSettings(
         retain_long_full_dates=options.retain_long_full_dates,
         retain_long_modified_dates=options.retain_long_modified_dates,
@@ -103,6 +115,7 @@ def settings_from_options(options: DeidOptions, key: DeidKey) -> RunSettings:
         retain_safe_private=options.retain_safe_private,
         clean_descriptors=options.clean_descriptors,
         clean_graphics=options.clean_graphics,
+        unlisted_text=options.unlisted_text,
         safe_private_tags=split_list(options.safe_private_tags),
         keep=split_tag_list(options.keep),
         remove=split_tag_list(options.remove),
@@ -149,7 +162,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
     dicom_refs = None
     wsi: DeidOutputs | None = None
     if deid_options.input:
-        refs, unreadable = p | "ListInputs" >> ListInputs(deid_options.input, settings.output)
+        refs, unreadable = p | "ListInputs" >> ListInputs(deid_options.input, settings.output, settings)
         admitted = refs | "Admit" >> beam.Map(admit, settings.limits.max_file_bytes).with_exception_handling(
             main_tag="admitted", dead_letter_tag="refused"
         )
@@ -250,6 +263,8 @@ def _check_output_writable(output: str) -> None:
             handle.write(b"")
         FileSystems.delete([probe])
     except (OSError, beam.io.filesystem.BeamIOError) as exc:
+        if is_out_of_space(exc):
+            raise ConfigError("no space left on OUTPUT; free space and run again") from None
         raise ConfigError(f"--output is not writable ({type(exc).__name__}); check the path and permissions") from None
 
 
@@ -293,22 +308,48 @@ def run(argv: Sequence[str] | None = None) -> beam.runners.runner.PipelineResult
     started = dt.datetime.now(dt.UTC)
     run_id = new_run_id(started)
     settings = dataclasses.replace(settings_from_options(deid_options, load_key(deid_options)), run_id=run_id)
+    local = options.view_as(StandardOptions).runner in StandardOptions.LOCAL_RUNNERS
+    own_scratch = None
+    if local:
+        # One scratch directory per run, which this process removes when the run ends.
+        own_scratch = run_scratch_location(settings.scratch_location, run_id)
+        settings = dataclasses.replace(settings, scratch_location=own_scratch)
     _check_input_matches(deid_options.input)
     _check_output_writable(settings.output)
     _preflight_cloud(deid_options)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options, settings)
-    local = options.view_as(StandardOptions).runner in StandardOptions.LOCAL_RUNNERS
     try:
         result = pipeline.run()
         if local:
             result.wait_until_finish()
     except BaseException:
+        if local:  # a remote job may still be using them
+            _remove_run_files(settings, own_scratch)
         with contextlib.suppress(Exception):  # the run's own failure is what the user must see
             write_manifest(settings.output, run_id, options, started, "failed", 1)
         raise
+    if local:
+        _remove_run_files(settings, own_scratch)
     write_manifest(settings.output, run_id, options, started, "completed" if local else "submitted", 0)
     return result
+
+
+def _remove_run_files(settings: RunSettings, own_scratch: str | None) -> None:
+    """This run's staged DICOM files and, for a local run, the scratch directory made for it alone
+    (never a shared --scratch_location or temp_location)."""
+    remove_tree(run_staging_dir(settings.output, settings.run_id))
+    if own_scratch:
+        remove_tree(own_scratch)
+
+
+class _QuietFullDisk(logging.Filter):
+    """Drops the log records (Beam's tracebacks) of a full disk: main() prints one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and is_out_of_space(record.exc_info[1]):
+            return False
+        return not (record.levelno >= logging.WARNING and is_out_of_space_text(record.getMessage()))
 
 
 def help_text() -> str:
@@ -331,11 +372,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(help_text())
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet = _QuietFullDisk()
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(quiet)
     try:
         run(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - the run started: one line, exit 1 (CONTRACTS.md)
+        if is_out_of_space(exc):
+            print(f"error: {NO_SPACE_MESSAGE}", file=sys.stderr)
+        else:
+            print(
+                f"error: the run could not finish ({type(exc).__name__}; the log above has details); "
+                "records of this run may be missing: run again into the same OUTPUT",
+                file=sys.stderr,
+            )
+        return 1
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
     output = pipeline_options_from_argv(args).view_as(DeidOptions).output
     print(f"done: results under {output} (audit/, dead_letter/, dicom/, wsi/)")
     return 0

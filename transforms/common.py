@@ -1,4 +1,8 @@
-"""Shared pieces of the Beam layer: the outputs every branch returns, and dead-letter conversion."""
+"""Shared pieces of the Beam layer: the outputs every branch returns, and dead-letter conversion.
+
+A full disk never becomes a dead letter: `_ToDeadLetter` (and the record writer, through
+`fail_if_out_of_space`) raise OutOfSpaceError instead, so the run fails and the launcher exits 1.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,11 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from deid.classify import InputRef
-from deid.errors import safe_message_for
+from deid.errors import OutOfSpaceError, safe_message_for
 from deid.keys import DeidKey
 from deid.records import AuditRecord, DeadLetterRecord
 from deid.settings import RunSettings
+from transforms.files import is_out_of_space_text
 
 METRICS_NAMESPACE = "deid"
 # Tagged output of the DICOM DoFns: (table, id_old, id_new) rows for --linkage_output.
@@ -62,8 +67,11 @@ class _ToDeadLetter(beam.DoFn):
 
     def process(self, bad: tuple[Any, tuple[type[BaseException], str, list[str]]]) -> Iterable[DeadLetterRecord]:
         element, (exc_type, exc_repr, _traceback) = bad
+        if issubclass(exc_type, OSError) and is_out_of_space_text(exc_repr):
+            raise OutOfSpaceError()
         ref = _input_ref_of(element)
         error_kind, message = safe_message_for(exc_type, exc_repr)
+        fail_if_out_of_space(error_kind)
         Metrics.counter(METRICS_NAMESPACE, f"dead_letter_{error_kind}").inc()
         yield DeadLetterRecord(
             input_sha256=ref.sha256 if ref else "",
@@ -71,6 +79,12 @@ class _ToDeadLetter(beam.DoFn):
             message=message,
             kind=ref.kind if ref else "unknown",
         )
+
+
+def fail_if_out_of_space(error_kind: str | None) -> None:
+    """A record of kind 'no_space' must never be written: the run fails instead."""
+    if error_kind == OutOfSpaceError.error_kind:
+        raise OutOfSpaceError()
 
 
 def _input_ref_of(element: Any) -> InputRef | None:

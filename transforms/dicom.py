@@ -115,7 +115,7 @@ class _DeidentifyInstanceFn(beam.DoFn):
             Metrics.counter(METRICS_NAMESPACE, "outputs_quarantined").inc()
             raise LeakDetectedError(result.leak_summary())
         started = time.perf_counter()
-        staging = stage_bytes(settings.output, result.payload)
+        staging = stage_bytes(settings.output, result.payload, settings.run_id)
         count_actions(result.actions)
         if settings.linkage:
             yield from linkage_rows(result.uid_map, result.patient_id_map)

@@ -5,15 +5,23 @@ under OUTPUT atomically (`write_atomically` for bytes, `publish_file` and `publi
 such as a pyramid larger than memory), all by one protocol, `_stage` then `_rename_into_place`;
 scratch storage for WSI tile pixels (`LocalScratch`, `FileSystemsScratch`, `make_scratch`); local
 copies of slides for OpenSlide (`localized`) and the per-worker cache of open slides (`SlideReaders`).
+
+A full disk is not an input's failure: every write here turns an OSError ENOSPC/EDQUOT into
+`OutOfSpaceError` (after removing its own partial file), which `transforms.common` never lets become
+a dead letter, so the run fails and the launcher exits 1 with one line (`is_out_of_space` finds it
+however Beam wrapped it). Files staged across a stage boundary (`stage_bytes`) live under
+OUTPUT/.tmp/<run id>/, which the launcher removes when the run ends (`remove_tree`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import threading
@@ -25,7 +33,7 @@ from typing import IO, Any, Generic, Protocol, TypeVar
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from deid.errors import InputTooLargeError, InvalidInputError
+from deid.errors import InputTooLargeError, InvalidInputError, OutOfSpaceError
 from deid.wsi.scratch import Scratch
 
 READ_CHUNK = 8 * 1024 * 1024
@@ -74,6 +82,63 @@ def sha256_and_head(path: str, head_bytes: int) -> tuple[str, bytes, int]:
     return digest.hexdigest(), head, size
 
 
+# -- a full disk -------------------------------------------------------------------------------------
+
+_NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# How a full disk reads once Beam has turned the exception into text (a RuntimeError naming the
+# original type, a BeamIOError's details, a failed pipeline's message).
+_NO_SPACE_TEXT = re.compile(r"\[Errno (?:28|122)\]|OSError\((?:28|122), |no space left on|disk quota exceeded", re.I)
+
+
+def is_out_of_space_text(text: str) -> bool:
+    return bool(_NO_SPACE_TEXT.search(text))
+
+
+def is_out_of_space(exc: BaseException | None) -> bool:
+    """Whether `exc` is, wraps or was caused by a full disk (ENOSPC, EDQUOT, OutOfSpaceError)."""
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OutOfSpaceError):
+            return True
+        if isinstance(current, OSError) and (current.errno in _NO_SPACE_ERRNOS or is_out_of_space_text(str(current))):
+            return True
+        if isinstance(current, BeamIOError):
+            pending += [e for e in (current.exception_details or {}).values() if isinstance(e, BaseException)]
+        beam_wrapper = type(current) is RuntimeError or type(current).__module__.startswith("apache_beam")
+        if beam_wrapper and is_out_of_space_text(str(current)):
+            return True  # Beam's re-raise of a worker's exception keeps only its text
+        pending += [current.__cause__, current.__context__]
+    return False
+
+
+@contextlib.contextmanager
+def no_space_is_fatal() -> Iterator[None]:
+    """Re-raise a full disk as OutOfSpaceError; other errors pass unchanged."""
+    try:
+        yield
+    except OutOfSpaceError:
+        raise
+    except OSError as exc:
+        if is_out_of_space(exc):
+            raise OutOfSpaceError() from exc
+        raise
+
+
+def remove_tree(root: str) -> None:
+    """Best-effort removal of a directory (local) or every object under a prefix (gs://)."""
+    if "://" not in root:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    with contextlib.suppress(Exception):  # leftovers are harmless, the run's own outcome is not
+        matched = FileSystems.match([f"{root.rstrip('/')}/**"])[0].metadata_list
+        if matched:
+            FileSystems.delete([m.path for m in matched])
+
+
 # -- publishing under OUTPUT -------------------------------------------------------------------------
 
 
@@ -81,9 +146,15 @@ def output_path(output_root: str, relpath: str) -> str:
     return FileSystems.join(output_root, *relpath.split("/"))
 
 
-def _staging_path(output_root: str) -> str:
-    """A unique name under OUTPUT/.tmp/: every output is staged there first."""
-    return FileSystems.join(output_root, TMP_DIR, f"{uuid.uuid4().hex}.part")
+def _staging_path(output_root: str, run_id: str = "") -> str:
+    """A unique name under OUTPUT/.tmp/ (OUTPUT/.tmp/<run_id>/ if given): every output is staged there first."""
+    name = f"{uuid.uuid4().hex}.part"
+    return FileSystems.join(output_root, TMP_DIR, *([run_id] if run_id else []), name)
+
+
+def run_staging_dir(output_root: str, run_id: str) -> str:
+    """Where `stage_bytes(..., run_id)` stages: removed by the launcher when the run ends."""
+    return FileSystems.join(output_root, TMP_DIR, run_id)
 
 
 def _ensure_parent(path: str) -> None:
@@ -102,24 +173,26 @@ def _discard(path: str) -> None:
 
 
 @contextlib.contextmanager
-def _stage(output_root: str) -> Iterator[tuple[str, IO[bytes]]]:
+def _stage(output_root: str, run_id: str = "") -> Iterator[tuple[str, IO[bytes]]]:
     """(staging path, writable handle); the staged file is removed if writing fails."""
-    staging = _staging_path(output_root)
-    _ensure_parent(staging)
+    staging = _staging_path(output_root, run_id)
     try:
-        with FileSystems.create(staging, mime_type="application/octet-stream", compression_type=RAW) as handle:
-            yield staging, handle
+        with no_space_is_fatal():
+            _ensure_parent(staging)
+            with FileSystems.create(staging, mime_type="application/octet-stream", compression_type=RAW) as handle:
+                yield staging, handle
     except BaseException:
         _discard(staging)
         raise
 
 
 def _rename_into_place(staging: str, final: str) -> None:
-    _ensure_parent(final)
     # A re-run with the same key writes the same name: the rename replaces it (os.rename on a
     # local disk, copy-then-delete on GCS), so readers never see the name missing.
     try:
-        FileSystems.rename([staging], [final])
+        with no_space_is_fatal():
+            _ensure_parent(final)
+            FileSystems.rename([staging], [final])
     except BaseException:
         _discard(staging)
         raise
@@ -137,9 +210,10 @@ def write_atomically(output_root: str, relpath: str, data: bytes) -> str:
     return relpath
 
 
-def stage_bytes(output_root: str, data: bytes) -> str:
-    """Stage `data` under OUTPUT/.tmp/ for a later `publish_staged` (or `discard_staged`)."""
-    with _stage(output_root) as (staging, handle):
+def stage_bytes(output_root: str, data: bytes, run_id: str = "") -> str:
+    """Stage `data` under OUTPUT/.tmp/<run_id>/ for a later `publish_staged` (or `discard_staged`);
+    a run that fails before publishing it leaves nothing behind (`run_staging_dir`)."""
+    with _stage(output_root, run_id) as (staging, handle):
         handle.write(data)
     return staging
 
@@ -175,9 +249,10 @@ def publish_file(local_path: str, output_root: str, relpath: str) -> str:
             shutil.copyfileobj(src, handle, READ_CHUNK)
     else:
         staging = _staging_path(output_root)
-        _ensure_parent(staging)
         try:
-            shutil.move(local_path, staging)
+            with no_space_is_fatal():
+                _ensure_parent(staging)
+                shutil.move(local_path, staging)
         except BaseException:
             _discard(staging)
             raise
@@ -207,6 +282,13 @@ def scratch_root(scratch_location: str | None, run_id: str) -> str:
     return FileSystems.join(base, f"wsi-{run_id}") if "://" in base else os.path.join(base, f"wsi-{run_id}")
 
 
+def run_scratch_location(scratch_location: str | None, run_id: str) -> str:
+    """A local run's own scratch base (--scratch_location or the system temp / run-<run id>), which
+    the launcher removes when the run ends, whatever happened."""
+    base = scratch_location or os.path.join(tempfile.gettempdir(), "deid-wsi-scratch")
+    return FileSystems.join(base, f"run-{run_id}") if "://" in base else os.path.join(base, f"run-{run_id}")
+
+
 _SEQUENCE = itertools.count()
 
 
@@ -226,20 +308,27 @@ class LocalScratch:
         path = self._path(name)
         directory = os.path.dirname(path)
         if directory not in self._dirs:
-            os.makedirs(directory, exist_ok=True)
+            with no_space_is_fatal():
+                os.makedirs(directory, exist_ok=True)
             self._dirs.add(directory)
         # A unique temporary name without mkstemp's exclusive-create retries (slow on overlay disks);
         # the rename makes the file appear whole.
         tmp = f"{path}.{os.getpid()}-{threading.get_ident()}-{next(_SEQUENCE)}.tmp"
         try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-        except FileNotFoundError:  # the directory was removed (slide cleaned up, then retried)
-            self._dirs.discard(directory)
-            os.makedirs(directory, exist_ok=True)
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-        os.replace(tmp, path)
+            with no_space_is_fatal():
+                try:
+                    with open(tmp, "wb") as handle:
+                        handle.write(data)
+                except FileNotFoundError:  # the directory was removed (slide cleaned up, then retried)
+                    self._dirs.discard(directory)
+                    os.makedirs(directory, exist_ok=True)
+                    with open(tmp, "wb") as handle:
+                        handle.write(data)
+                os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):  # never leave a partial (often empty) .tmp behind
+                os.remove(tmp)
+            raise
 
     def get(self, name: str) -> bytes:
         with open(self._path(name), "rb") as handle:
@@ -265,7 +354,7 @@ class FileSystemsScratch:
         return f"{self.root}/{name}"
 
     def put(self, name: str, data: bytes) -> None:
-        with FileSystems.create(self._path(name), compression_type=RAW) as handle:
+        with no_space_is_fatal(), FileSystems.create(self._path(name), compression_type=RAW) as handle:
             handle.write(data)
 
     def get(self, name: str) -> bytes:
@@ -321,7 +410,11 @@ def localize(paths: tuple[str, ...], subtype: str) -> tuple[str, str | None]:
                 raise InvalidInputError("a file of a slide unit lies outside its index file's directory")
             os.makedirs(os.path.dirname(target), exist_ok=True)
             if remote:
-                with FileSystems.open(path, compression_type=RAW) as src, open(target, "wb") as dst:
+                with (
+                    no_space_is_fatal(),
+                    FileSystems.open(path, compression_type=RAW) as src,
+                    open(target, "wb") as dst,
+                ):
                     shutil.copyfileobj(src, dst, READ_CHUNK)
             else:
                 os.symlink(os.path.abspath(path), target)

@@ -1,19 +1,55 @@
-"""List inputs and classify each object by content."""
+"""List inputs and classify each object by content; every listed input gets exactly one record.
+
+Local inputs are listed by `walk_local`, which walks the same tree as Beam's LocalFileSystem.match
+and matches the same patterns, but reports what MatchFiles silently drops: a directory it cannot
+list becomes one dead letter `unreadable_directory` (the files in it were never seen). gs:// inputs
+are listed by fileio.MatchFiles. Each listed path is then checked and read once:
+
+- not a regular file (FIFO, socket, device; reading could block forever): `not_a_regular_file`,
+  never opened;
+- cannot be read (permissions, vanished, a broken link): `unreadable`;
+- otherwise hashed and classified (an InputRef), and `admit` decides whether a branch takes it.
+
+A record whose bytes could not be read names its input by `DeidKey.path_id` of its path relative
+to --input (for a glob, to the directory before its first wildcard): 64 hex characters like a
+content hash, stable for one key, and never the path itself.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import errno
+import fnmatch
+import os
+import re
+import stat
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystem import FileSystem
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
 
 from deid.classify import HEAD_BYTES, InputRef, classify_head
-from deid.errors import InputTooLargeError, InvalidInputError, UnsupportedFormatError
-from deid.settings import is_glob
-from transforms.common import METRICS_NAMESPACE, ToDeadLetters
+from deid.errors import (
+    DeidError,
+    InputTooLargeError,
+    InvalidInputError,
+    NotARegularFileError,
+    UnreadableDirectoryError,
+    UnreadableInputError,
+    UnsupportedFormatError,
+)
+from deid.keys import DeidKey
+from deid.records import DeadLetterRecord
+from deid.settings import RunSettings, is_glob
+from transforms.common import METRICS_NAMESPACE, load_run_key
 from transforms.files import TMP_DIR, sha256_and_head
+
+# Tagged output of the listing DoFns: DeadLetterRecords of inputs that were listed but not read.
+NOT_READ = "not_read"
+_ID_NOTE = "its input_sha256 is a keyed hash of its path relative to --input"
 
 
 def input_pattern(input_location: str) -> str:
@@ -23,14 +59,152 @@ def input_pattern(input_location: str) -> str:
     return input_location.rstrip("/") + "/**"
 
 
-class _ClassifyFn(beam.DoFn):
-    """FileMetadata -> InputRef (path, size, sha256, kind). Reads each object once, streaming."""
+def listing_root(pattern: str) -> str:
+    """The directory a pattern is listed from (Beam's rule): before the first wildcard, up to a '/'."""
+    prefix = re.match(r"^[^[*?]*", pattern)
+    static = prefix.group(0) if prefix else ""
+    if static == pattern:
+        return static
+    head = static.rsplit("/", 1)[0] if "/" in static else ""
+    return head or ("/" if static.startswith("/") else "")
 
-    def process(self, metadata: Any) -> Iterable[InputRef]:  # fileio.FileMetadata
-        sha256, head, size = sha256_and_head(metadata.path, HEAD_BYTES)
+
+def relative_to_root(path: str, root: str) -> str:
+    base = root.rstrip("/") + "/"
+    return path[len(base) :] if path.startswith(base) else path
+
+
+def _may_hold_matches(relative_dir: str, pattern_parts: list[str]) -> bool:
+    """Whether files below a directory (relative to the listing root) can match the pattern."""
+    if not relative_dir:
+        return True
+    for index, name in enumerate(relative_dir.split("/")):
+        if index >= len(pattern_parts) - 1:
+            return any("**" in part for part in pattern_parts)
+        part = pattern_parts[index]
+        if "**" in part:
+            return True
+        if not fnmatch.fnmatchcase(name, part):
+            return False
+    return True
+
+
+def walk_local(pattern: str, skip: Callable[[str], bool]) -> Iterator[tuple[str, bool]]:
+    """(path, True) for every local path matching `pattern` that is not a directory, and
+    (directory, False) for every directory that could not be listed and might hold matches.
+
+    Directories for which `skip(directory + '/')` is true (OUTPUT, our .tmp/) are not entered.
+    Symbolic links to directories are not followed, as in Beam's own listing.
+    """
+    root = listing_root(pattern)
+    if root == pattern:  # no wildcard: one file
+        if os.path.lexists(pattern):
+            yield pattern, True
+        return
+    matches = re.compile(FileSystem.translate_pattern(pattern)).match
+    parts = relative_to_root(pattern, root).split("/")
+    failed: list[OSError] = []
+    for directory, subdirs, names in os.walk(root, onerror=failed.append):
+        while failed:
+            error = failed.pop()
+            if error.filename is not None:
+                yield os.fsdecode(error.filename), False
+        kept = []
+        for name in subdirs:
+            child = os.path.join(directory, name)
+            if not skip(child + "/") and _may_hold_matches(relative_to_root(child, root), parts):
+                kept.append(name)
+        subdirs[:] = kept
+        for name in names:
+            path = os.path.join(directory, name)
+            if matches(path) and not skip(path):
+                yield path, True
+    for error in failed:
+        if error.filename is not None:
+            yield os.fsdecode(error.filename), False
+
+
+def _reason(exc: BaseException) -> str:
+    """The type and errno name of a failure: never its text, which quotes the path."""
+    code = getattr(exc, "errno", None)
+    name = errno.errorcode.get(code, "") if isinstance(code, int) else ""
+    return f"{type(exc).__name__}{f' {name}' if name else ''}"
+
+
+def check_regular_file(path: str) -> None:
+    """Raise NotARegularFileError / UnreadableInputError before anything opens a local path."""
+    if "://" in path:
+        return  # objects in a bucket are always regular
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise UnreadableInputError(unreadable_message(exc)) from None
+    if not stat.S_ISREG(mode):
+        raise NotARegularFileError(
+            f"the input is not a regular file (a FIFO, socket or device) and was skipped unread; {_ID_NOTE}"
+        )
+
+
+def unreadable_message(exc: BaseException) -> str:
+    return f"the input could not be read ({_reason(exc)}); {_ID_NOTE}. Check its permissions and run again"
+
+
+class _ListingFn(beam.DoFn):
+    """Holds the run key (loaded in setup) to name inputs that were listed but not read."""
+
+    def __init__(self, settings: RunSettings, root: str) -> None:
+        self._settings = settings
+        self._root = root
+        self._key: DeidKey | None = None
+
+    def setup(self) -> None:
+        self._key = load_run_key(self._settings)
+
+    def _not_read(self, path: str, exc: DeidError) -> TaggedOutput:
+        assert self._key is not None
+        Metrics.counter(METRICS_NAMESPACE, f"dead_letter_{exc.error_kind}").inc()
+        record = DeadLetterRecord(self._key.path_id(relative_to_root(path, self._root)), exc.error_kind, str(exc))
+        return TaggedOutput(NOT_READ, record)
+
+
+class _WalkLocalFn(_ListingFn):
+    """pattern -> matching paths; directories that cannot be listed to NOT_READ."""
+
+    def __init__(self, settings: RunSettings, root: str, skip_prefix: str) -> None:
+        super().__init__(settings, root)
+        self._skip_prefix = skip_prefix
+
+    def process(self, pattern: str) -> Iterator[str | TaggedOutput]:
+        for path, listed in walk_local(pattern, lambda p: _own_file(p, self._skip_prefix)):
+            if listed:
+                yield path
+            else:
+                yield self._not_read(
+                    path,
+                    UnreadableDirectoryError(
+                        "a directory under --input could not be listed, so the files in it were not "
+                        f"processed; {_ID_NOTE}. Check its permissions and run again"
+                    ),
+                )
+
+
+class _ClassifyFn(_ListingFn):
+    """path -> InputRef (path, size, sha256, kind), reading each object once, streaming; inputs
+    that are not regular files or cannot be read go to NOT_READ."""
+
+    def process(self, path: str) -> Iterator[InputRef | TaggedOutput]:
+        try:
+            check_regular_file(path)
+            sha256, head, size = sha256_and_head(path, HEAD_BYTES)
+        except DeidError as exc:
+            yield self._not_read(path, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure to read: its text may quote the path
+            yield self._not_read(path, UnreadableInputError(unreadable_message(exc)))
+            return
         kind, subtype = classify_head(head)
         Metrics.counter(METRICS_NAMESPACE, f"inputs_{kind}").inc()
-        yield InputRef(path=metadata.path, size=size, sha256=sha256, kind=kind, subtype=subtype)
+        yield InputRef(path=path, size=size, sha256=sha256, kind=kind, subtype=subtype)
 
 
 def admit(ref: InputRef, max_file_bytes: int) -> InputRef:
@@ -49,28 +223,50 @@ def admit(ref: InputRef, max_file_bytes: int) -> InputRef:
     return ref
 
 
+def _own_file(path: str, output_prefix: str) -> bool:
+    """Objects under OUTPUT (when OUTPUT lies inside INPUT) and under our .tmp/ are not inputs."""
+    return path.startswith(output_prefix) or f"/{TMP_DIR}/" in path
+
+
+def _metadata_path(metadata: Any) -> str:  # fileio.FileMetadata
+    return str(metadata.path)
+
+
 class ListInputs(beam.PTransform):
-    """PBegin -> PCollection[InputRef] of every object under INPUT, classified by content.
+    """PBegin -> (PCollection[InputRef], PCollection[DeadLetterRecord]) for every object under INPUT.
 
     Objects under OUTPUT (when OUTPUT lies inside INPUT) are skipped, and so is our own .tmp/.
-    Returns (refs, dead_letters): objects that cannot be read at all become DeadLetterRecords
-    (with an empty input_sha256, since their bytes could not be hashed).
+    The dead letters are the listed inputs that were not read (module docstring); `settings`
+    gives the run key that names them (without it, a key made for this transform).
     """
 
-    def __init__(self, input_location: str, output_location: str) -> None:
+    def __init__(self, input_location: str, output_location: str, settings: RunSettings | None = None) -> None:
         super().__init__()
         self._pattern = input_pattern(input_location)
+        self._root = listing_root(self._pattern)
         self._output = output_location.rstrip("/") + "/"
+        self._settings = settings or RunSettings(output=output_location, key_token=DeidKey.generate().to_token())
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> tuple[beam.PCollection, beam.PCollection]:
-        output = self._output
-        matched = (
-            pbegin
-            | "Match" >> fileio.MatchFiles(self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
-            | "SkipOwnOutput" >> beam.Filter(lambda m: not m.path.startswith(output) and f"/{TMP_DIR}/" not in m.path)
+        output, settings = self._output, self._settings
+        if "://" in self._pattern:
+            paths = (
+                pbegin
+                | "Match" >> fileio.MatchFiles(self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
+                | "Paths" >> beam.Map(_metadata_path)
+                | "SkipOwnOutput" >> beam.Filter(lambda path: not _own_file(path, output))
+            )
+            unlisted: beam.PCollection = pbegin | "NoUnlistedDirs" >> beam.Create([])
+        else:
+            walked = (
+                pbegin
+                | "Pattern" >> beam.Create([self._pattern])
+                | "Walk" >> beam.ParDo(_WalkLocalFn(settings, self._root, output)).with_outputs(NOT_READ, main="paths")
+            )
+            paths, unlisted = walked["paths"], walked[NOT_READ]
+        classified = (
+            paths
             | "Reshuffle" >> beam.Reshuffle()
+            | "Classify" >> beam.ParDo(_ClassifyFn(settings, self._root)).with_outputs(NOT_READ, main="refs")
         )
-        classified = matched | "Classify" >> beam.ParDo(_ClassifyFn()).with_exception_handling(
-            main_tag="refs", dead_letter_tag="unreadable"
-        )
-        return classified["refs"], classified["unreadable"] | "Unreadable" >> ToDeadLetters()
+        return classified["refs"], (unlisted, classified[NOT_READ]) | "NotRead" >> beam.Flatten()

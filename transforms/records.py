@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from deid.records import AuditRecord, DeadLetterRecord
+from transforms.common import fail_if_out_of_space
 from transforms.files import write_atomically
 
 # Each run writes its own record files, named by its run id, and never touches another run's.
@@ -48,6 +49,7 @@ def _csv_row(old: str, new: str) -> str:
 
 
 def _json_line(record: AuditRecord | DeadLetterRecord, name: str) -> tuple[str, tuple[str, str]]:
+    fail_if_out_of_space(record.error_kind)  # from a branch that made its own dead letter
     return name, (record.input_sha256, record.to_json())
 
 

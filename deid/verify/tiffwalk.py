@@ -42,6 +42,10 @@ TAG_NAMES = {
     37510: "UserComment",
     42016: "ImageUniqueID",
     65427: "NDPI_Reference",
+    65428: "NDPI_AuthCode",
+    65442: "NDPI_ScannerSerialNumber",
+    65448: "NDPI_FirmwareVersion",
+    65449: "NDPI_PropertyMap",
 }
 
 
@@ -75,6 +79,8 @@ def iter_text_tags(source: str | Path | bytes | BinaryIO) -> Iterator[TiffText]:
     handle, owned = _open(source)
     try:
         yield from _walk(handle)
+    except struct.error as exc:  # a field cut short by the end of the file
+        raise TiffParseError("truncated TIFF structure") from exc
     finally:
         if owned:
             handle.close()
@@ -91,6 +97,8 @@ def _walk(handle: BinaryIO) -> Iterator[TiffText]:
         order = ">"
     else:
         raise TiffParseError("no TIFF byte-order mark")
+    if len(header) < 8:
+        raise TiffParseError("truncated TIFF header")
     (magic,) = struct.unpack(order + "H", header[2:4])
     if magic == 42:
         big = False

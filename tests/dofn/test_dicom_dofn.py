@@ -72,7 +72,8 @@ def test_inputs_on_one_output_path_are_published_once_never_overwritten(tmp_path
         published = (tmp_path / "out" / relpath).read_bytes()
         (chosen,) = [s for _, s in again if s.ref.sha256 == winner]
         assert hashlib.sha256(published).hexdigest() == chosen.payload_sha256
-    assert not list((tmp_path / "out" / ".tmp").iterdir())  # every staged file was published or removed
+    staged = [p for p in (tmp_path / "out" / ".tmp").rglob("*") if p.is_file()]
+    assert not staged  # every staged file (under .tmp/<run id>/) was published or removed
 
 
 def test_process_writes_the_instance_and_yields_audit_linkage_and_qa(tmp_path: Path) -> None:

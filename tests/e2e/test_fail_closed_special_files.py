@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ def _records(folder: Path) -> list[dict]:
 
 
 @pytest.fixture
-def hostile_inputs(tmp_path: Path) -> Path:
+def hostile_inputs(tmp_path: Path) -> Iterator[Path]:
     """ok/a.dcm; SECRET_MRN.dcm (mode 000); locked/ (000) holding b.dcm; noexec/ (r--, entries cannot
     be opened) holding c.dcm; PIPE_DOE.dcm, a FIFO with no writer."""
     root = tmp_path / "in"
