@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Container
 
 from pydicom.datadict import keyword_for_tag
 from pydicom.multival import MultiValue
@@ -22,8 +23,35 @@ NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "SV", "UV"})
 BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 
 
-def tag_text(tag: int) -> str:
-    """'PatientName (0010,0010)', or the bare tag when pydicom has no keyword: never a value."""
+UNLISTED_TAG = "with an unlisted tag"
+
+
+def is_nameable(tag: int, present: Container[int] = ()) -> bool:
+    """True when a message may name `tag`: it is in pydicom's dictionary (repeating groups too), a group
+    length, a private creator (gggg,0010-00FF), or a private element whose creator is in `present`
+    (the tags of the same dataset, or those seen before it in the stream).
+
+    Any other tag may be four bytes of input text read as a header (b"ARBL" reads as (5241,4C42)),
+    so it is never printed; nor is the length such an element declares.
+    """
+    group, element = tag >> 16, tag & 0xFFFF
+    if element == 0 or keyword_for_tag(tag):
+        return True
+    if group % 2 == 0 or group <= 0x0007 or group == 0xFFFF:
+        return False
+    if 0x0010 <= element <= 0x00FF:
+        return True
+    return element >= 0x1000 and ((group << 16) | (element >> 8)) in present
+
+
+def tag_text(tag: int, present: Container[int] = ()) -> str:
+    """'PatientName (0010,0010)', '(0009,1010)' for a nameable tag without a keyword (`is_nameable`),
+    else UNLISTED_TAG ("with an unlisted tag"): never a value, never four bytes that may be input text.
+
+    Written to follow "element": f"element {tag_text(tag)} ..." reads well in both forms.
+    """
+    if not is_nameable(tag, present):
+        return UNLISTED_TAG
     keyword = keyword_for_tag(tag)
     text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
     return f"{keyword} {text}" if keyword else text

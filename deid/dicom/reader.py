@@ -3,7 +3,11 @@
 `read_dicom` parses a file and converts every element at every depth, so that malformed values fail
 here with a reason and not later at write time. `read_for_profile` also drops the private elements
 the profile will remove anyway before pydicom decodes them, and reports them as StrippedPrivate.
-Messages name tags and offsets, never values.
+Deflated datasets are inflated in chunks up to a cap (deid.dicom.structure.inflate_dataset), and
+the pixel data is checked against the image pixel module before anything decodes it
+(deid.dicom.pixel_data: which checks run always and which only when pixels are decoded).
+Messages name tags and offsets, never values, and name a tag only when it is a dictionary or
+well-formed private tag (deid.dicom.elements.tag_text).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pydicom.multival import MultiValue
 
 from deid.classify import looks_like_raw_dicom
 from deid.dicom.elements import NUMERIC_VRS, tag_text
+from deid.dicom.pixel_data import check_pixel_data
 from deid.dicom.structure import DatasetLayout, check_structure, dataset_layout
 from deid.errors import InputTooLargeError, InvalidInputError, UnsupportedFormatError
 from deid.settings import Limits, ProfileSettings
@@ -79,17 +84,18 @@ def _read_dicom(data: bytes, limits: Limits, strip_private: list[tuple[int, list
             "is a DICOM Part 10 file"
         )
     if strip_private is not None and len(data) <= MAX_FILTERED_BYTES:
-        layout = dataset_layout(data, has_preamble)
+        layout = dataset_layout(data, has_preamble, limits)
         if layout is not None:
             data = _without_private(data, layout, strip_private)
     else:
-        check_structure(data, has_preamble)
+        check_structure(data, has_preamble, limits)
     try:
         # One parse: the bytes are already in memory (bounded by max_file_bytes), and nothing below
         # decodes pixels, so the budget check still comes before any pixel-sized allocation.
         ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
         _check_pixel_budget(ds, limits)
         _force_parse(ds, strip_private)
+        check_pixel_data(ds)
     except (InvalidInputError, InputTooLargeError):
         raise
     except InvalidDicomError:
@@ -161,7 +167,7 @@ def _force_parse(ds: Dataset, strip_private: list[tuple[int, list[str]]] | None 
         except (ValueError, TypeError, KeyError, EOFError, OSError, AttributeError, NotImplementedError,
                 UnicodeError, OverflowError, IndexError, LookupError) as exc:
             raise InvalidInputError(
-                f"malformed DICOM: element {tag_text(int(tag))} cannot be parsed ({type(exc).__name__}); "
+                f"malformed DICOM: element {tag_text(int(tag), ds._dict)} cannot be parsed ({type(exc).__name__}); "
                 "re-export the file"
             ) from None
 

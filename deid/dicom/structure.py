@@ -5,18 +5,26 @@ is read silently with a partial value, an undefined length on a text element mak
 delimiter to the end of the file. A pipeline must instead reject such inputs up front with a reason,
 so this module checks every element at every depth: tags, VRs, lengths against what remains in the
 enclosing item or sequence, item and delimiter tags, encapsulated pixel data fragments, nesting depth
-and the sizes of fixed-width binary values. Messages name tags and offsets, never values.
+and the sizes of fixed-width binary values. A deflated dataset is inflated in chunks up to a cap
+(`inflate_dataset`) before it is walked.
+
+Messages name offsets, never values. A tag is named only when pydicom's dictionary knows it or it is
+a well-formed private tag whose creator came first (deid.dicom.elements.is_nameable); the declared
+length of a damaged element is never quoted: both may be four bytes of input text read as a header.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Container
 from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR
 
-from deid.errors import InvalidInputError
+from deid.dicom.elements import tag_text
+from deid.errors import InputTooLargeError, InvalidInputError
+from deid.settings import Limits
 
 MAX_DEPTH = 32
 UNDEFINED = 0xFFFFFFFF
@@ -38,10 +46,13 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
 DEFLATED = ("1.2.840.10008.1.2.1.99",)
-
-
-def _tag_text(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+# Deflated datasets: inflated INFLATE_CHUNK_BYTES at a time; the header that sets the cap is read from
+# the first GEOMETRY_PREFIX_BYTES; everything but declared pixel data may take MAX_INFLATED_OTHER_BYTES.
+INFLATE_CHUNK_BYTES = 1024 * 1024
+GEOMETRY_PREFIX_BYTES = 1024 * 1024
+MAX_INFLATED_OTHER_BYTES = 64 * 1024 * 1024
+# SamplesPerPixel, NumberOfFrames, Rows, Columns, BitsAllocated.
+_GEOMETRY_TAGS = frozenset({0x00280002, 0x00280008, 0x00280010, 0x00280011, 0x00280100})
 
 
 def _bad(message: str) -> InvalidInputError:
@@ -55,7 +66,7 @@ _TAG = {True: struct.Struct("<HH").unpack_from, False: struct.Struct(">HH").unpa
 
 @dataclass
 class _Walker:
-    data: bytes
+    data: bytes | bytearray
     explicit: bool
     little: bool
 
@@ -85,6 +96,7 @@ class _Walker:
         """
         if depth > MAX_DEPTH:
             raise _bad(f"sequences nested deeper than {MAX_DEPTH} levels at offset {offset}")
+        seen: set[int] = set()  # tags of this dataset so far: private elements are named after their creator
         while offset < end:
             tag = self._tag(offset, end)
             if tag == ITEM_END:
@@ -92,27 +104,29 @@ class _Walker:
                     raise _bad(f"unexpected item delimiter at offset {offset}")
                 return offset + 8
             if tag in (ITEM, SEQUENCE_END):
-                raise _bad(f"unexpected item or sequence tag {_tag_text(tag)} at offset {offset}")
+                raise _bad(f"unexpected item or sequence tag {tag_text(tag)} at offset {offset}")
             start = offset
-            offset = self.element(offset, end, depth)
+            offset = self.element(offset, end, depth, seen)
+            seen.add(tag)
             if spans is not None and (tag >> 16) & 1:
                 spans.append(self._span(tag, start, offset))
         if until_delimiter:
             raise _bad("an item of undefined length has no item delimiter (truncated file?)")
         return offset
 
-    def element(self, offset: int, end: int, depth: int) -> int:
+    def element(self, offset: int, end: int, depth: int, seen: Container[int] = ()) -> int:
         tag = self._tag(offset, end)
+        name = tag_text(tag, seen)  # never the bare tag of an unlisted element, nor its declared length
         if self.explicit:
             if offset + 8 > end:
-                raise _bad(f"truncated header of element {_tag_text(tag)} at offset {offset}")
+                raise _bad(f"truncated header of element {name} at offset {offset}")
             raw_vr = self.data[offset + 4 : offset + 6]
             vr = raw_vr.decode("latin-1")
             if vr not in VALID_VRS:
-                raise _bad(f"element {_tag_text(tag)} has an invalid VR code at offset {offset + 4}")
+                raise _bad(f"element {name} has an invalid VR code at offset {offset + 4}")
             if vr in LONG_VRS:
                 if offset + 12 > end:
-                    raise _bad(f"truncated header of element {_tag_text(tag)} at offset {offset}")
+                    raise _bad(f"truncated header of element {name} at offset {offset}")
                 length = self._u32(offset + 8)
                 value = offset + 12
             else:
@@ -120,7 +134,7 @@ class _Walker:
                 value = offset + 8
         else:
             if offset + 8 > end:
-                raise _bad(f"truncated header of element {_tag_text(tag)} at offset {offset}")
+                raise _bad(f"truncated header of element {name} at offset {offset}")
             length = self._u32(offset + 4)
             value = offset + 8
             vr = self._implicit_vr(tag)
@@ -133,15 +147,15 @@ class _Walker:
                 # PS3.5 6.2.2: a UN value of undefined length is a sequence in implicit VR little endian.
                 walker = _Walker(self.data, explicit=False, little=True) if self.explicit else self
                 return walker.sequence(value, end, depth, None)
-            raise _bad(f"element {_tag_text(tag)} of VR {vr} has an undefined length, allowed only for sequences")
+            raise _bad(f"element {name} of VR {vr} has an undefined length, allowed only for sequences")
         if value + length > end:
             raise _bad(
-                f"element {_tag_text(tag)} declares {length} bytes at offset {value} but only "
-                f"{max(end - value, 0)} remain in its container (truncated file or wrong length)"
+                f"element {name} at offset {offset} declares a value longer than the "
+                f"{max(end - value, 0)} bytes that remain in its container (truncated file or wrong length)"
             )
         width = FIXED_WIDTH.get(vr)
         if width and length % width:
-            raise _bad(f"element {_tag_text(tag)} of VR {vr} has length {length}, not a multiple of {width}")
+            raise _bad(f"element {name} of VR {vr} at offset {offset} has a length that is not a multiple of {width}")
         if vr == "SQ":
             self.sequence(value, value + length, depth, value + length)
         return value + length
@@ -178,13 +192,13 @@ class _Walker:
                     raise _bad(f"sequence delimiter inside a sequence of defined length at offset {offset}")
                 return offset + 8
             if tag != ITEM:
-                raise _bad(f"expected an item tag at offset {offset}, found {_tag_text(tag)}")
+                raise _bad(f"expected an item tag at offset {offset}, found an element {tag_text(tag)}")
             start = offset + 8
             if length == UNDEFINED:
                 offset = self.dataset(start, end, depth + 1, until_delimiter=True)
             else:
                 if start + length > end:
-                    raise _bad(f"item at offset {offset} declares {length} bytes but only {end - start} remain")
+                    raise _bad(f"item at offset {offset} declares more than the {end - start} bytes that remain")
                 self.dataset(start, start + length, depth + 1, until_delimiter=False)
                 offset = start + length
             if defined_end is None and offset >= end:
@@ -202,8 +216,8 @@ class _Walker:
                 raise _bad(f"encapsulated pixel data has a bad fragment at offset {offset}")
             if offset + 8 + length > end:
                 raise _bad(
-                    f"pixel data fragment at offset {offset} declares {length} bytes but only "
-                    f"{end - offset - 8} remain (truncated file?)"
+                    f"pixel data fragment at offset {offset} declares more than the {end - offset - 8} bytes "
+                    "that remain (truncated file?)"
                 )
             offset += 8 + length
 
@@ -243,35 +257,32 @@ class DatasetLayout:
     private: tuple[ElementSpan, ...]
 
 
-def check_structure(data: bytes, has_preamble: bool) -> None:
-    """Raise InvalidInputError unless `data` is a structurally sound DICOM stream."""
-    _check(data, has_preamble, None)
+def check_structure(data: bytes, has_preamble: bool, limits: Limits) -> None:
+    """Raise InvalidInputError unless `data` is a structurally sound DICOM stream (InputTooLargeError
+    for a deflated dataset that inflates past its cap, see `inflate_dataset`)."""
+    _check(data, has_preamble, None, limits)
 
 
-def dataset_layout(data: bytes, has_preamble: bool) -> DatasetLayout | None:
+def dataset_layout(data: bytes, has_preamble: bool, limits: Limits) -> DatasetLayout | None:
     """check_structure(), and where the dataset and its top-level private elements lie in `data`.
 
     None for a deflated dataset, whose elements lie in the inflated stream rather than in `data`.
     """
     spans: list[ElementSpan] = []
-    start = _check(data, has_preamble, spans)
+    start = _check(data, has_preamble, spans, limits)
     return None if start is None else DatasetLayout(start, tuple(spans))
 
 
-def _check(data: bytes, has_preamble: bool, spans: list[ElementSpan] | None) -> int | None:
+def _check(data: bytes, has_preamble: bool, spans: list[ElementSpan] | None, limits: Limits) -> int | None:
     """The walk of check_structure; returns the offset where the dataset starts (None if deflated)."""
     offset = 132 if has_preamble else 0
     syntax, offset = _meta_transfer_syntax(data, offset)
-    body = data
+    body: bytes | bytearray = data
     dataset_start: int | None = offset
     if syntax in DEFLATED:
         dataset_start = None
         spans = None
-        try:
-            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            body = inflater.decompress(data[offset:])
-        except zlib.error:
-            raise _bad("the deflated dataset does not inflate") from None
+        body = inflate_dataset(memoryview(data)[offset:], limits)
         offset = 0
         syntax = EXPLICIT_LE
     # The encoding is guessed the way pydicom reads it: some writers declare one transfer syntax and
@@ -290,3 +301,95 @@ def _check(data: bytes, has_preamble: bool, spans: list[ElementSpan] | None) -> 
     if end != len(body):
         raise _bad(f"{len(body) - end} stray bytes after the dataset")
     return dataset_start
+
+
+def inflate_dataset(stream: bytes | memoryview, limits: Limits) -> bytearray:
+    """A deflated dataset (PS3.5 A.5) inflated in chunks, never past its cap.
+
+    The cap is the smaller of --max_file_bytes and the native pixel data its header declares (Rows x
+    Columns x NumberOfFrames x SamplesPerPixel x BitsAllocated, read from the first inflated MiB) plus
+    MAX_INFLATED_OTHER_BYTES for all other elements: a 1 MB file that inflates to 1 GiB of anything
+    but declared pixels is `too_large` after at most 65 MiB. Declared pixels over --max_pixels are
+    `too_large` as soon as the header is inflated. A deflate stream cut short is `invalid_input`.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    cap: int | None = None
+
+    def take(chunk: bytes) -> None:
+        nonlocal cap
+        out.extend(chunk)
+        if cap is None and len(out) >= GEOMETRY_PREFIX_BYTES:
+            cap = _inflate_cap(out, limits)
+        if cap is not None and len(out) > cap:
+            raise InputTooLargeError(
+                f"the deflated dataset inflates to more than {cap} bytes, the most its declared pixel data plus "
+                f"{MAX_INFLATED_OTHER_BYTES} bytes of other elements (or --max_file_bytes) allow; refused before "
+                "inflating further (decompression bomb or damaged file)"
+            )
+
+    try:
+        # Input goes in slices and output comes out in chunks: zlib never holds more than one of each.
+        for start in range(0, len(stream), INFLATE_CHUNK_BYTES):
+            pending: bytes | memoryview = stream[start : start + INFLATE_CHUNK_BYTES]
+            while pending and not inflater.eof:
+                take(inflater.decompress(pending, INFLATE_CHUNK_BYTES))
+                pending = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+        while not inflater.eof:
+            chunk = inflater.decompress(b"", INFLATE_CHUNK_BYTES)
+            if not chunk:
+                break
+            take(chunk)
+    except zlib.error:
+        raise _bad("the deflated dataset does not inflate") from None
+    if not inflater.eof:
+        raise _bad("the deflated dataset ends before its deflate stream does (truncated file?)")
+    if cap is None:
+        cap = _inflate_cap(out, limits)
+        take(b"")  # the size so far against the cap
+    return out
+
+
+def _inflate_cap(prefix: bytes | bytearray, limits: Limits) -> int:
+    """The inflated size allowed for a deflated dataset whose first bytes are `prefix`."""
+    values = _top_level_values(prefix, _GEOMETRY_TAGS)
+    rows, columns = values.get(0x00280010, 0), values.get(0x00280011, 0)
+    pixels = rows * columns * max(values.get(0x00280008, 1), 1) * max(values.get(0x00280002, 1), 1)
+    if pixels > limits.max_pixels:
+        raise InputTooLargeError(
+            f"Rows x Columns x NumberOfFrames x SamplesPerPixel is {pixels} pixels, over --max_pixels "
+            f"{limits.max_pixels}; raise the limit to process this instance"
+        )
+    pixel_bytes = -(-pixels * max(values.get(0x00280100, 8), 1) // 8)
+    return min(limits.max_file_bytes, pixel_bytes + MAX_INFLATED_OTHER_BYTES)
+
+
+def _top_level_values(prefix: bytes | bytearray, wanted: frozenset[int]) -> dict[int, int]:
+    """Integer values (US or IS) of `wanted` top-level elements found in an explicit VR little endian
+    prefix, walking until the last wanted tag, the first element cut by the prefix, or damage."""
+    walker = _Walker(prefix, explicit=True, little=True)
+    found: dict[int, int] = {}
+    offset, end = 0, len(prefix)
+    while offset + 8 <= end:
+        tag = walker._tag(offset, end)
+        if tag > max(wanted):
+            break
+        try:
+            next_offset = walker.element(offset, end, 0)
+        except InvalidInputError:
+            break
+        if tag in wanted:
+            vr = prefix[offset + 4 : offset + 6].decode("latin-1")
+            value = bytes(prefix[offset + (12 if vr in LONG_VRS else 8) : next_offset])
+            number = int.from_bytes(value[:2], "little") if vr == "US" else _integer_string(value)
+            if number is not None:
+                found[tag] = number
+        offset = next_offset
+    return found
+
+
+def _integer_string(value: bytes) -> int | None:
+    text = value.decode("latin-1").strip("\x00 ")
+    return int(text) if text.isdigit() else None

@@ -5,19 +5,30 @@ the whole worker down. `probe_isolated` runs the same open-and-probe a worker is
 new process (spawned, never forked: forking a worker that hosts gRPC threads is unsafe) with a
 timeout; a crash, hang or error there becomes an ordinary `DeidError` for the dead-letter output.
 The child's stderr is discarded unread: native libraries may print file names or metadata.
+
+Before it opens the slide, the child checks the declared size of every JPEG and JPEG 2000 tile and
+strip against its page (`deid.wsi.units.check_tiff_units`: a hostile SOF claiming 65500 x 65500
+pixels is `too_large` before any decoder runs), and it runs under a memory cap: RLIMIT_AS is set to
+`PROBE_MEMORY_LIMIT_BYTES` (2 GiB of address space; an ordinary probe peaks near 200 MiB) in the child
+itself, so a decoder that still asks for more fails with MemoryError, reported as `too_large`,
+instead of growing until the kernel kills the worker.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 
 from deid import errors
-from deid.errors import DeidError, SlideReadError
+from deid.errors import DeidError, InputTooLargeError, SlideReadError
 from deid.wsi.source import SlideReader, probe
+from deid.wsi.units import check_tiff_units
 
 PROBE_TIMEOUT_S = 300.0
+# Address space of the probe child (RLIMIT_AS): imports and a probe of 512-pixel tiles take ~200 MiB.
+PROBE_MEMORY_LIMIT_BYTES = 2 * 1024**3
 _DEID_ERROR_EXIT = 3
 
 
@@ -35,9 +46,11 @@ def _subclasses(cls: type[DeidError]) -> list[type[DeidError]]:
     return found
 
 
-def probe_isolated(path: str, tile: int, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+def probe_isolated(
+    path: str, tile: int, timeout_s: float = PROBE_TIMEOUT_S, memory_limit_bytes: int = PROBE_MEMORY_LIMIT_BYTES
+) -> None:
     """Raise the DeidError the slide would raise (or SlideReadError on a crash or hang); else return."""
-    command = [sys.executable, "-m", "deid.wsi.probe", path, str(tile)]
+    command = [sys.executable, "-m", "deid.wsi.probe", path, str(tile), str(memory_limit_bytes)]
     try:
         done = subprocess.run(command, capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
@@ -60,14 +73,31 @@ def probe_isolated(path: str, tile: int, timeout_s: float = PROBE_TIMEOUT_S) -> 
     raise SlideReadError(f"the slide probe failed (exit status {done.returncode}); the file may be damaged")
 
 
+def limit_memory(limit_bytes: int) -> None:
+    """Cap this process's address space (RLIMIT_AS, soft and hard) at `limit_bytes`, or lower if already lower."""
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit_bytes = min(limit_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+
 def _main(argv: list[str]) -> int:
     path, tile = argv[0], int(argv[1])
+    limit = int(argv[2]) if len(argv) > 2 else PROBE_MEMORY_LIMIT_BYTES
+    limit_memory(limit)
     try:
-        reader = SlideReader(path)
         try:
-            probe(reader, tile)
-        finally:
-            reader.close()
+            check_tiff_units(path)
+            reader = SlideReader(path)
+            try:
+                probe(reader, tile)
+            finally:
+                reader.close()
+        except MemoryError:
+            raise InputTooLargeError(
+                f"reading sample tiles needed more than the probe's {limit}-byte memory cap; the slide is "
+                "damaged or hostile (decompression bomb)"
+            ) from None
     except DeidError as exc:
         sys.stdout.write(json.dumps({"error_kind": exc.error_kind, "message": str(exc)}))
         return _DEID_ERROR_EXIT

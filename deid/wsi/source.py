@@ -14,13 +14,14 @@ from __future__ import annotations
 import os
 import struct
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import openslide
 import tifffile
 
+from deid.codestream import Geometry, check_unit
 from deid.errors import InputTooLargeError, InvalidInputError, SlideReadError, UnsupportedFormatError
 from deid.settings import Box, Limits
 from deid.wsi import jpeg
@@ -46,7 +47,7 @@ class RawLevel:
     tile: int
     rgb_samples: bool  # photometric RGB: the JPEG streams hold RGB samples (no colour transform)
     subsampling: tuple[int, int]
-    jpegtables: bytes | None
+    jpegtables: bytes | None = field(repr=False)  # input bytes (sanitized): never in a log line
 
     @property
     def cols(self) -> int:
@@ -281,8 +282,14 @@ class SlideReader:
             self._tile_cache.move_to_end(key)
             return cached
         data = self.raw_tile(raw, col, row)
+        # The tile's SOF must declare the page's tile size before libjpeg allocates what it declares.
+        check_unit(data, "jpeg", Geometry(raw.tile, raw.tile, 3), f"a JPEG tile of level {raw.downsample}x")
         try:
             tile = jpeg.decode(data, raw.jpegtables, raw.rgb_samples)
+        except MemoryError:
+            raise InputTooLargeError(
+                "decoding a JPEG tile ran out of memory; the slide is damaged or hostile"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - any codec failure means an unreadable tile
             raise SlideReadError(f"a JPEG tile could not be decoded ({type(exc).__name__})") from None
         if tile.shape[0] < raw.tile or tile.shape[1] < raw.tile:

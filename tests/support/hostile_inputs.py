@@ -71,9 +71,9 @@ def deflated_bomb(inflated_bytes: int) -> bytes:
     return out.getvalue()
 
 
-def deflated_instance(rows: int = 8, columns: int = 8) -> bytes:
-    """An ordinary deflated instance, written by pydicom."""
-    ds = dicom_factory.instance(rows=rows, columns=columns)
+def deflated_instance(rows: int = 8, columns: int = 8, number: int = 1) -> bytes:
+    """An ordinary deflated instance (instance `number` of series 1), written by pydicom."""
+    ds = dicom_factory.instance(number=number, rows=rows, columns=columns)
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     return dicom_factory.to_bytes(ds)
 
