@@ -3,66 +3,87 @@
 Harvest (in the worker that reads the input; values never leave its memory):
 - `harvest_dicom(ds, profile)`: text of every attribute the Basic Profile (with the run's options
   and --keep/--remove) removes, empties, replaces or dummies, at every depth, plus private text
-  elements. Attributes the profile or the options keep (K) or clean (C), and `--keep` attributes,
-  are not harvested: their values may legitimately stay. The action per attribute is the engine's
-  own (deid.dicom.policy.ProfilePolicy.action_for), so the two cannot disagree. PN values add their
-  components and common re-orderings; DA/DT values add other common date spellings.
+  elements. Attributes the profile or the options keep (K) or clean (C), unlisted technical ones
+  kept with known values cut (T), and `--keep` attributes, are not harvested: their values may
+  legitimately stay. The action per attribute is the engine's own
+  (deid.dicom.policy.ProfilePolicy.element_action, standard attributes Table E.1-1 does not list
+  included), so the two cannot disagree. PN values add their
+  components and re-orderings (deid.verify.values.name_variants); DA/DT values add other common
+  date spellings.
 - `harvest_path(path, root)`: the name and stem of the file (and of the folders below `root`), and
   their tokens that hold a capital letter or a digit; all-lowercase words ('truncated', 'notes')
   are descriptive and would collide with ordinary English in messages.
-- `harvest_tiff_metadata(source)`: PHI-keyed fields of slide descriptions (Aperio `Filename`,
-  `Date`, `User`, `Barcode`...; Philips `DICOM_PATIENT_*`...), and DocumentName, PageName, Artist,
-  HostComputer, Copyright, UserComment, DateTime of every IFD.
+- `harvest_tiff_metadata(source)`, every IFD of a TIFF-based slide (deid/verify/vendors.py says
+  which keys count and how each format is read):
+  - ImageDescription (270) fields: Aperio SVS key=value (`Filename`, `Date`, `User`, `Barcode`,
+    `ScanScope ID`...); Leica SCN XML (collection and image `name` and `uuid`, `barcode`,
+    `creationDate`, device serial); Philips TIFF XML (`DICOM_PATIENT_*`, `PIM_DP_UFS_BARCODE`,
+    `DICOM_DEVICE_SERIAL_NUMBER`, `DICOM_*DATE*`, `PIM_DP_SOURCE_FILE`...); any other XML by the
+    local names of its attributes and leaf elements;
+  - XMP (700) the same way: Ventana/Roche BIF `<iScan>` attributes (`UserName`, `CaseNumber`,
+    `SlideAnnotation`, `BarCode1D`, `UnitNumber`, `ScanDate`...), Dublin Core creator and dates;
+  - Hamamatsu NDPI text tags 65420-65458 (65427 reference, 65442 scanner serial, also on the macro
+    IFD) whole, and the identifying key=value pieces of the 65449 property map (`;SerialNumber=`,
+    `;Date=`...); 65448 (firmware version) is technical;
+  - DocumentName, PageName, Artist (a person: with name variants), HostComputer, Copyright,
+    UserComment, DateTime, DateTimeOriginal, DateTimeDigitized.
+  Barcodes and IDs add their base64-decoded text (Philips and Leica encode barcodes) and UUIDs
+  their form without 'urn:uuid:'; names add their variants; dates add other spellings.
+- `harvest_slidedat(text)`: MIRAX Slidedat.ini, identifying keys of every section ([GENERAL]
+  `SLIDE_ID`, `SLIDE_NAME`, `SLIDE_BARCODE`, `SLIDE_CREATIONDATETIME`, `PROJECT_NAME`...).
 - `harvest_text(text, kind)`: lines and tokens of free text such as OCR output of a label.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from deid.dicom.elements import is_nameable
 from deid.dicom.policy import ProfilePolicy, profile_policy
 from deid.settings import ProfileSettings, is_glob
 from deid.verify.tiffwalk import TiffParseError, iter_text_tags
 from deid.verify.values import PhiValue, element_texts, meaningful_values
+from deid.verify.values import name_variants as _pn_variants
+from deid.verify.vendors import (
+    NDPI_PROPERTY_MAP,
+    NDPI_RANGE,
+    NDPI_TECHNICAL,
+    Field,
+    id_spellings,
+    ndpi_fields,
+    slidedat_fields,
+    text_fields,
+)
 
 _HARVEST_VRS = {"AE", "AS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "UI"}
-# Slide description fields that identify a patient, a person, a case or a date.
-_PHI_KEY = re.compile(
-    r"(file ?name|filename|^date$|date ?time|scan ?date|user|operator|barcode|patient|accession|"
-    r"case|specimen|label|physician|doctor|surgeon|^name$|birth|mrn|title|institution|hospital)",
-    re.IGNORECASE,
-)
-_TEXT_TAG_KINDS = {269, 285, 315, 316, 33432, 37510, 65427}
+_TEXT_TAG_KINDS = {269, 285, 315, 316, 33432, 37510}
+_ARTIST = 315
+_FIELD_TAGS = {270, 700}
+# A field key shown in a value's kind: a plain identifier (a key is input text too).
+_PLAIN_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,47}")
 _DATE_TAGS = {306, 36867, 36868}
+# A MIRAX Slidedat.ini is tens of kilobytes; more than this is not read.
+MAX_SLIDEDAT_BYTES = 16 * 1024 * 1024
 
 
 def _date_variants(da: str) -> list[str]:
     if not re.fullmatch(r"\d{8}", da):
         return [da]
     y, m, d = da[:4], da[4:6], da[6:]
-    return [da, f"{y}-{m}-{d}", f"{y}/{m}/{d}", f"{y}:{m}:{d}", f"{m}/{d}/{y}", f"{d}.{m}.{y}", f"{m}/{d}/{y[2:]}"]
-
-
-def _pn_variants(pn: str) -> list[str]:
-    out = [pn]
-    for group in pn.split("="):
-        parts = [p.strip() for p in group.split("^") if p.strip()]
-        out.extend(parts)
-        if len(parts) >= 2:
-            family, given = parts[0], parts[1]
-            out += [
-                " ".join(parts),
-                f"{given} {family}",
-                f"{family}, {given}",
-                f"{family},{given}",
-                f"{family}_{given}",
-                f"{given}_{family}",
-                f"{given}^{family}",
-            ]
-    return out
+    return [
+        da,
+        f"{y}-{m}-{d}",
+        f"{y}/{m}/{d}",
+        f"{y}:{m}:{d}",
+        f"{m}/{d}/{y}",
+        f"{d}/{m}/{y}",
+        f"{d}.{m}.{y}",
+        f"{d}-{m}-{y}",
+        f"{m}/{d}/{y[2:]}",
+    ]
 
 
 def harvest_dicom(ds: Any, profile: ProfileSettings | None = None) -> frozenset[PhiValue]:
@@ -106,8 +127,10 @@ def _harvest_dataset(ds: Any, policy: ProfilePolicy, found: set[PhiValue], depth
                 continue
             found |= meaningful_values(element_texts(elem), "private")
             continue
-        if policy.action_for(tag) in (None, "K", "C"):
-            continue  # kept or cleaned values may stay; unlisted ones are the engine's call by context
+        # The engine's own rule, standard attributes the table does not list included (a SOP class only
+        # picks between removing codes, never K, C or T). T: kept with known values cut.
+        if policy.element_action(tag, vr, nested=depth > 0) in ("K", "C", "T"):
+            continue  # kept or cleaned values may stay
         texts = element_texts(elem)
         if elem.VR == "UI":
             texts = [t for t in texts if not t.startswith("1.2.840.10008.")]
@@ -121,7 +144,8 @@ def _harvest_dataset(ds: Any, policy: ProfilePolicy, found: set[PhiValue], depth
                 expanded += [text, *_date_variants(text[:8])]
             else:
                 expanded.append(text)
-        keyword = elem.keyword or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        # A tag outside the dictionary may be input text read as a header: it is not named (is_nameable).
+        keyword = elem.keyword or (f"({tag >> 16:04X},{tag & 0xFFFF:04X})" if is_nameable(tag) else "unlisted element")
         found |= meaningful_values(expanded, keyword)
 
 
@@ -160,27 +184,84 @@ def harvest_text(text: str, kind: str = "ocr") -> frozenset[PhiValue]:
     return frozenset(meaningful_values(lines + tokens, kind))
 
 
-def harvest_tiff_metadata(source: str | Path | bytes | BinaryIO) -> frozenset[PhiValue]:
-    """PHI-keyed description fields and identifying text tags of every IFD of a TIFF-based slide."""
+def harvest_tiff_metadata(source: str | Path | bytes | BinaryIO, strict: bool = False) -> frozenset[PhiValue]:
+    """PHI-keyed description fields and identifying text tags of every IFD of a TIFF-based slide.
+
+    A file that cannot be walked yields nothing, or with `strict` (the verify command, which must not
+    vouch for an input it could not read) raises TiffParseError / OSError.
+    """
     found: set[PhiValue] = set()
     try:
         tags = list(iter_text_tags(source))
     except (TiffParseError, OSError, ValueError):
+        if strict:
+            raise
         return frozenset()
     for item in tags:
         text = _decode(item.data)
-        if item.tag == 270:
-            for key, value in _description_fields(text):
-                kind = f"tiff:ImageDescription:{key}"
-                if re.search(r"date", key, re.IGNORECASE):
-                    found |= meaningful_values(_date_texts(value), kind)
-                else:
-                    found |= meaningful_values([value], kind)
+        if item.tag in _FIELD_TAGS or item.tag == NDPI_PROPERTY_MAP:
+            fields = ndpi_fields(text) if item.tag == NDPI_PROPERTY_MAP else text_fields(text)
+            for field in fields:
+                found |= field_values(field, f"tiff:{item.name}")
         elif item.tag in _TEXT_TAG_KINDS:
-            found |= meaningful_values([text], f"tiff:{item.name}")
+            texts = _pn_variants(text.strip()) if item.tag == _ARTIST else [text]
+            found |= meaningful_values(texts, f"tiff:{item.name}")
+        elif item.tag in NDPI_RANGE and item.tag not in NDPI_TECHNICAL and text.strip().isprintable():
+            found |= meaningful_values(id_spellings(text.strip()), f"tiff:{item.name}")
         elif item.tag in _DATE_TAGS:
             found |= meaningful_values(_date_texts(text), f"tiff:{item.name}")
-    return frozenset(found)
+    return _keys_without_values(found)
+
+
+def harvest_slidedat(text: str | bytes) -> frozenset[PhiValue]:
+    """Identifying values of a MIRAX Slidedat.ini (its text, or its bytes in UTF-8, UTF-16 or Latin-1)."""
+    if isinstance(text, bytes):
+        text = _decode_ini(text)
+    found: set[PhiValue] = set()
+    for field in slidedat_fields(text):
+        found |= field_values(field, "mirax:Slidedat")
+    return _keys_without_values(found)
+
+
+def is_slidedat(path: str) -> bool:
+    """A MIRAX slide's Slidedat.ini, by its name (any case), local or remote."""
+    return PurePosixPath(path.replace("\\", "/")).name.casefold() == "slidedat.ini"
+
+
+def field_values(field: Field, prefix: str) -> set[PhiValue]:
+    """A vendor field's value in the spellings its sort calls for, of kind '<prefix>:<key>'."""
+    if field.sort == "name":
+        texts = _pn_variants(field.value)
+    elif field.sort == "date":
+        texts = _date_texts(field.value)
+    elif field.sort == "id":
+        texts = id_spellings(field.value)
+    else:
+        texts = [field.value]
+    key = field.key.rsplit(":", 1)[-1]
+    key = key if _PLAIN_KEY.fullmatch(key) else field.sort
+    return meaningful_values(texts, f"{prefix}:{key}")
+
+
+def _keys_without_values(found: set[PhiValue]) -> frozenset[PhiValue]:
+    """Kinds name field keys, and a key is input text: one that holds a harvested value is not shown."""
+    folded = [v.text.casefold() for v in found]
+    out = set()
+    for value in found:
+        kind = value.kind.casefold()
+        if any(text in kind for text in folded):
+            value = PhiValue(value.text, value.kind.rsplit(":", 1)[0] + ":field")
+        out.add(value)
+    return frozenset(out)
+
+
+def _decode_ini(data: bytes) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def _decode(data: bytes) -> str:
@@ -192,38 +273,33 @@ def _decode(data: bytes) -> str:
 
 
 def _date_texts(value: str) -> list[str]:
-    """A date as written, plus the DICOM DA form and its variants when it can be recognised."""
+    """A date as written, plus the DICOM DA form and its variants when it can be recognised.
+
+    Recognised: year first ('2023-09-11', '2023:09:11 10:15', '2023-09-11T10:15:00Z'), month or
+    day first with '/' ('09/11/23', MIRAX's '11/09/2023 10:15:00': both readings that are dates),
+    day first with '.', and DA/DT digits ('20230911', '20230911101500.000000').
+    """
     out = [value.strip()]
     match = re.search(r"(\d{4})[:/\-.](\d{1,2})[:/\-.](\d{1,2})", value)
     if match:
         y, m, d = match.groups()
-        out += _date_variants(f"{y}{int(m):02d}{int(d):02d}")
-    match = re.search(r"\b(\d{1,2})/(\d{1,2})/(\d{2,4})\b", value)
+        out += _date_of(y, m, d)
+    match = re.search(r"(?<!\d)(\d{1,2})/(\d{1,2})/(\d{2,4})(?!\d)", value)
     if match:
-        m, d, y = match.groups()
+        first, second, y = match.groups()
         year = y if len(y) == 4 else ("20" + y if int(y) < 70 else "19" + y)
-        out += _date_variants(f"{year}{int(m):02d}{int(d):02d}")
-    match = re.search(r"\b(\d{8})\b", value)
+        out += _date_of(year, first, second) + _date_of(year, second, first)
+    match = re.search(r"(?<!\d)(\d{1,2})\.(\d{1,2})\.(\d{4})(?!\d)", value)
+    if match:
+        d, m, y = match.groups()
+        out += _date_of(y, m, d)
+    match = re.match(r"\s*(\d{8})(?:\d{6}(?:\.\d+)?)?(?:[+-]\d{4})?\s*$", value) or re.search(r"\b(\d{8})\b", value)
     if match:
         out += _date_variants(match.group(1))
     return out
 
 
-def _description_fields(text: str) -> Iterator[tuple[str, str]]:
-    """(key, value) pairs of PHI-keyed fields in Aperio, key=value and Philips/XML descriptions."""
-    for segment in re.split(r"[|\r\n]+", text):
-        if "=" in segment and "<" not in segment:
-            key, _, value = segment.partition("=")
-            key = key.strip()
-            if key and _PHI_KEY.search(key):
-                yield key, value.strip()
-    # Philips TIFF: <Attribute Name="DICOM_PATIENT_NAME" ...>value</Attribute>
-    for match in re.finditer(r'Name="([A-Za-z0-9_]+)"[^>]*>([^<]*)<', text):
-        key, value = match.groups()
-        if _PHI_KEY.search(key.replace("_", " ")) or "DATE" in key.upper():
-            yield key, value.strip().strip('"')
-    # Generic XML elements: <PatientName>value</PatientName>
-    for match in re.finditer(r"<([A-Za-z][\w:.-]*)[^>]*>([^<]+)</\1>", text):
-        key, value = match.groups()
-        if _PHI_KEY.search(key.split(":")[-1]):
-            yield key, value.strip()
+def _date_of(y: str, m: str, d: str) -> list[str]:
+    if not (1 <= int(m) <= 12 and 1 <= int(d) <= 31):
+        return []
+    return _date_variants(f"{y}{int(m):02d}{int(d):02d}")

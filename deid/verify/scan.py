@@ -12,7 +12,9 @@ How values are matched (case-insensitively):
   values match anywhere;
 - in the raw bytes of the whole output (ASCII/UTF-8, Latin-1, UTF-16LE and UTF-16BE): only values
   specific enough that chance matches in gigabytes of compressed pixels are negligible (at least
-  RAW_MIN_BITS bits: about 9 letters or 14 digits).
+  RAW_MIN_BITS bits: about 9 letters or 14 digits);
+- in text outputs (`scan_text_output`: records, reports, any file `looks_like_text`): the raw rule
+  plus the metadata rule over the whole text, read as UTF-8 (else Latin-1) line by line.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import io
 import math
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -31,6 +33,7 @@ from typing import Any, BinaryIO
 import pydicom
 from pydicom.datadict import dictionary_VR
 
+from deid.dicom.elements import is_nameable
 from deid.verify.tiffwalk import TiffParseError, TiffText, iter_text_tags
 from deid.verify.values import MAX_STRUCTURED_BYTES, MIN_LEN, LeakHit, PhiLike, PhiValue, as_values, element_texts
 
@@ -229,8 +232,9 @@ def _dedupe(hits: Iterable[LeakHit]) -> list[LeakHit]:
     return list(seen.values())
 
 
-def _tag_text(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+def _tag_text(tag: int, present: Container[int] = ()) -> str:
+    """A location's tag; '(unlisted tag)' for one that may be input text read as a header (is_nameable)."""
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})" if is_nameable(tag, present) else "(unlisted tag)"
 
 
 def _scan_dicom_structure(data: BinaryIO, needles: list[_Needle], relpath: str) -> list[LeakHit]:
@@ -285,7 +289,7 @@ def _dataset_pieces(ds: Any, relpath: str, prefix: str, depth: int, pieces: list
         tag = int(tag)
         if tag in PIXEL_DATA_TAGS:
             continue
-        where = f"{prefix}{_tag_text(tag)}"
+        where = f"{prefix}{_tag_text(tag, ds._dict)}"
         raw = ds._dict[tag]
         is_raw = bool(getattr(raw, "is_raw", False))
         value = getattr(raw, "value", None)
@@ -373,6 +377,77 @@ def _as_handle(source: str | Path | bytes | BinaryIO) -> tuple[BinaryIO, bool]:
     if isinstance(source, str | Path):
         return open(source, "rb"), True
     return source, False
+
+
+TEXT_CHUNK = 4 * 1024 * 1024
+TEXT_SNIFF_BYTES = 8192
+# Bytes no text file holds: C0 controls other than tab, line feed, vertical tab, form feed, return.
+_BINARY_BYTES = frozenset(range(32)) - {9, 10, 11, 12, 13}
+
+
+def looks_like_text(head: bytes) -> bool:
+    """True for a head with no NUL or other C0 control byte (JSON, HTML, CSV, INI, plain text)."""
+    return bool(head) and not _BINARY_BYTES.intersection(head)
+
+
+def scan_text_output(
+    source: str | Path | bytes | BinaryIO,
+    relpath: str,
+    values: Iterable[PhiLike],
+    ignore: re.Pattern[str] | None = None,
+) -> list[LeakHit]:
+    """Search a text output: its relative path, its raw bytes, and its whole text with the metadata
+    rule (so short values count too, as whole tokens), located by line ('text:line12').
+
+    `ignore`: text the writer itself puts there that may equal an input value by coincidence (a run
+    id holds the date of the run), blanked in the relative path and the text before the search.
+    """
+    needles = _needles(values)
+
+    def blank(text: str) -> str:
+        return ignore.sub(lambda m: " " * len(m.group(0)), text) if ignore else text
+
+    hits = scan_text(blank(relpath.replace("/", " / ")), needles, relpath, "relpath")
+    handle, owned = _as_handle(source)
+    try:
+        raw = _scan_raw(handle, needles, relpath)
+        handle.seek(0)
+        overlap = max((len(n.folded.encode("utf-8")) for n in needles), default=0) + 2
+        line, pending = 1, b""
+        while True:
+            chunk = handle.read(TEXT_CHUNK)
+            data = pending + chunk
+            if not data:
+                break
+            cut = data.rfind(b"\n") + 1 if chunk else len(data)
+            if cut == 0:  # one very long line: search it in pieces that overlap
+                cut, keep = len(data), data[-overlap:]
+            else:
+                keep = b""
+            text = _text_of(data[:cut])
+            lines = text.split("\n")
+            pieces = [(f"text:line{line + i}", blank(part)) for i, part in enumerate(lines)]
+            hits += _match_pieces(pieces, needles, relpath)
+            line += data[:cut].count(b"\n")
+            pending = keep + data[cut:]
+            if not chunk:
+                break
+    finally:
+        if owned:
+            handle.close()
+    # A raw hit adds something only for a value the text search missed (UTF-16 text, say).
+    in_text = {h.value_kind for h in hits if h.location.startswith("text:")}
+    hits = _dedupe(hits + [h for h in raw if h.value_kind not in in_text])
+    if any(h.location == "relpath" for h in hits):
+        hits = [dataclasses.replace(h, name_leaks=True) for h in hits]
+    return hits
+
+
+def _text_of(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def summarize(hits: Iterable[LeakHit]) -> str:

@@ -9,6 +9,11 @@ Which values count (the false-positive rule), applied by `PhiValue` normalisatio
   inserts itself besides keyed pseudonyms and new UIDs, which cannot equal an input value except
   by a 2^-64 chance.
 
+Person names are harvested in every spelling other systems use (`name_variants`, the one place
+they are made, for DICOM PN values and every other name source): 'FAMILY^GIVEN' also gives 'GIVEN
+FAMILY', 'FAMILY GIVEN', 'FAMILY, GIVEN', 'FAMILY,GIVEN', 'FAMILY_GIVEN'... Matching is
+case-insensitive (deid/verify/scan.py), so no case variants are needed.
+
 A `LeakHit` names the output, the kind of value (the attribute keyword, 'path', 'tiff:…', 'ocr')
 and where it was found; never the value. `LeakHit.describe()` is safe to print or log: when the
 output's own name holds the leaked value, the name is replaced by a hash of it.
@@ -120,6 +125,53 @@ def as_values(values: Iterable[PhiLike]) -> list[PhiValue]:
     # One value found under several kinds (StudyDate equal to SeriesDate) reports them all.
     merged = [PhiValue(texts[key], "/".join(sorted(kinds[key]))) for key in kinds]
     return sorted(merged, key=lambda v: (v.kind, len(v.text), v.text))
+
+
+def name_variants(name: str) -> list[str]:
+    """A person's name as written, its components, and the spellings other systems write it in.
+
+    Each '='-group of a DICOM PN ('FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX'), 'FAMILY, GIVEN' and 'GIVEN
+    [MIDDLE] FAMILY' give: the components, 'GIVEN FAMILY', 'FAMILY GIVEN', 'FAMILY, GIVEN',
+    'FAMILY,GIVEN', 'FAMILY_GIVEN', 'GIVEN_FAMILY', 'FAMILY^GIVEN', 'GIVEN^FAMILY' and all
+    components in order, with GIVEN both as the first given name and with the middle names.
+    Which variants count is still the false-positive rule (is_meaningful).
+    """
+    out = [name]
+    for group in name.split("="):
+        parts, family, givens = _name_parts(group)
+        out += parts
+        if len(parts) >= 2:
+            out.append(" ".join(parts))
+        for given in givens:
+            joined = given.replace(" ", "_")
+            out += [
+                f"{given} {family}",
+                f"{family} {given}",
+                f"{family}, {given}",
+                f"{family},{given}",
+                f"{family}_{joined}",
+                f"{joined}_{family}",
+                f"{family}^{given}",
+                f"{given}^{family}",
+            ]
+    return list(dict.fromkeys(text for text in out if text.strip()))
+
+
+def _name_parts(group: str) -> tuple[list[str], str, list[str]]:
+    """(components, family name, given-name spellings) of one name; no given names if one word."""
+    if "^" in group:
+        parts = [p.strip() for p in group.split("^") if p.strip()]
+        family, rest = (parts[0], parts[1:3]) if parts else ("", [])
+    elif "," in group:
+        family, _, given = group.partition(",")
+        parts = [p for p in (family.strip(), *given.split()) if p]
+        family, rest = family.strip(), given.split()
+    else:
+        parts = group.split()
+        family, rest = (parts[-1], parts[:-1]) if parts else ("", [])
+    if not family or not rest:
+        return parts, family, []
+    return parts, family, list(dict.fromkeys([rest[0], " ".join(rest)]))
 
 
 def element_texts(elem: Any) -> list[str]:

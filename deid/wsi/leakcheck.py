@@ -20,7 +20,14 @@ from typing import BinaryIO
 import pydicom
 
 from deid.settings import ProfileSettings
-from deid.verify.harvest import harvest_dicom, harvest_path, harvest_tiff_metadata
+from deid.verify.harvest import (
+    MAX_SLIDEDAT_BYTES,
+    harvest_dicom,
+    harvest_path,
+    harvest_slidedat,
+    harvest_tiff_metadata,
+    is_slidedat,
+)
 from deid.verify.scan import scan_output, scan_text
 from deid.verify.values import LeakHit, PhiValue
 from deid.wsi.metadata import APERIO_LIBRARY
@@ -53,8 +60,9 @@ def harvest_slide(
 ) -> frozenset[PhiValue]:
     """Identifying values of one slide unit: path components of each file, then its metadata.
 
-    TIFF-based slides: description fields and text tags of every IFD of the first file (MIRAX
-    index files are not TIFF and add nothing). DICOM-WSI: every instance header (no pixels).
+    TIFF-based slides: description fields, vendor fields and text tags of every IFD of the first
+    file. MIRAX: the identifying keys of the unit's Slidedat.ini (the index file is not TIFF and
+    adds nothing). DICOM-WSI: every instance header (no pixels).
     `opener`: opens an input path for binary reading (the Beam layer passes FileSystems.open).
     """
     files = list(paths)
@@ -63,6 +71,10 @@ def harvest_slide(
         values |= harvest_path(path, input_root)
     if not files:
         return frozenset(values)
+    for path in files:
+        if is_slidedat(path):
+            with opener(path) as handle:
+                values |= harvest_slidedat(handle.read(MAX_SLIDEDAT_BYTES))
     if subtype == "dicom-wsi":
         for path in files[:MAX_DICOM_HEADERS]:
             with opener(path) as handle:
