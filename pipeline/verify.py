@@ -36,7 +36,7 @@ import stat
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pydicom
 from apache_beam.io.filesystem import BeamIOError
@@ -79,10 +79,10 @@ MALFORMED_TIFF = "not parsable as the TIFF it claims to be"
 
 @dataclass(frozen=True)
 class HarvestedInput:
-    path: str
+    path: str = field(repr=False)  # an input path can carry PHI
     sha256: str
     kind: str
-    values: frozenset[PhiValue]
+    values: frozenset[PhiValue] = field(repr=False)
 
 
 class UnusableInput(Exception):

@@ -34,6 +34,7 @@ from deid.redaction.engine import RedactionConfig
 from deid.settings import RunSettings
 from deid.verify.echo import kept_texts, mark_descriptive, split_echoes
 from deid.verify.harvest import harvest_dicom, harvest_path, harvest_private_texts
+from deid.verify.retained import retained_uids, without_retained
 from deid.verify.scan import quarantine_relpath, scan_output, summarize
 from deid.verify.values import LeakHit, PhiValue
 
@@ -145,7 +146,9 @@ def deidentify_instance(data: bytes, settings: RunSettings, key: DeidKey, source
     if hits:
         # Rare, so only then: a value equal to one the profile kept in this instance is no leak.
         kept = kept_texts(dataset, out)
-        hits, echoes = split_echoes(scan_output(payload, relpath, mark_descriptive(harvested, kept)))
+        # Nor is a value inside a UID the run keeps (a date in a UID kept by --retain_uids).
+        expected = without_retained(harvested, retained_uids(dataset, settings.profile))
+        hits, echoes = split_echoes(scan_output(payload, relpath, mark_descriptive(expected, kept)))
     if echoes:
         # Clinical wording the profile removed from a description but kept in a code (deid/verify/echo.py).
         actions["descriptor_echo"] = len(echoes)

@@ -11,7 +11,7 @@ unchanged with `changed=False`, so the caller can pass the original compressed t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class RedactionConfig:
     regions: tuple[Box, ...] = ()
     text_mode: str = "off"
     fill: str = "black"
-    ocr_terms: tuple[str, ...] = ()
+    ocr_terms: tuple[str, ...] = field(default=(), repr=False)  # harvested identifying values
     ocr_phi_patterns: bool = True
 
     def __post_init__(self) -> None:

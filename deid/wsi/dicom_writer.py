@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pydicom
-from PIL import ImageCms
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, JPEGBaseline8Bit
 
+from deid import iccsafe
 from deid.wsi.grid import LevelShape
 from deid.wsi.metadata import SlideMetadata
 from deid.wsi.tiles import LevelCodec
@@ -49,7 +49,8 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
 
 
 def srgb_profile() -> bytes:
-    return bytes(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    """The profile written when the slide has none: a fixed sRGB profile under the one ICC rule."""
+    return iccsafe.srgb_profile()
 
 
 def level_dataset(plan: DicomPlan, shape: LevelShape, uid_for: Callable[[str], str]) -> Dataset:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class SlideUnit:
     """One slide: its first file's InputRef (sorted by path) and all its files (first one opened)."""
 
     ref: InputRef
-    paths: tuple[str, ...]
+    paths: tuple[str, ...] = field(repr=False)  # input paths can carry PHI; Beam logs reprs
 
     @property
     def input_ref(self) -> InputRef:

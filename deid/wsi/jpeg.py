@@ -1,8 +1,9 @@
-"""JPEG helpers for tiles: strip metadata segments, merge TIFF JPEGTables, encode and decode.
+"""JPEG helpers for tiles: sanitize marker segments, merge TIFF JPEGTables, encode and decode.
 
-Raw tiles copied from an input keep their entropy-coded data byte for byte, but segments that can
-carry free text (COM, APP1..APP13, APP15: EXIF, XMP, comments) are removed first; APP0 (JFIF) and
-APP14 (Adobe: colour transform) are kept because decoders need them.
+Raw tiles and the JPEGTables tag copied from an input keep their entropy-coded data byte for byte,
+under the one segment rule of `deid.jpegsafe` (shared with encapsulated DICOM frames): COM, APPn
+payloads, fill bytes and bytes after EOI go; APP0 (JFIF) and APP14 (Adobe colour transform) are
+rebuilt from fixed values and the numbers decoders need.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import struct
 import imagecodecs
 import numpy as np
 
-SOI = b"\xff\xd8"
-EOI = b"\xff\xd9"
-_KEEP_APP = {0xE0, 0xEE}
+from deid.jpegsafe import EOI, SOI, sanitize_jpeg
 
 
 def _segments(data: bytes) -> list[tuple[int, int, int]]:
@@ -44,17 +43,8 @@ def _segments(data: bytes) -> list[tuple[int, int, int]]:
 
 
 def strip_metadata(data: bytes) -> bytes:
-    """The stream without COM and APPn segments other than APP0/APP14; unchanged when it has none."""
-    segments = _segments(data)
-    if not any(_is_text_segment(marker) for marker, _, _ in segments):
-        return data
-    parts = [SOI]
-    parts.extend(data[start:end] for marker, start, end in segments if not _is_text_segment(marker))
-    return b"".join(parts)
-
-
-def _is_text_segment(marker: int) -> bool:
-    return marker == 0xFE or (0xE0 <= marker <= 0xEF and marker not in _KEEP_APP)
+    """The stream under the one segment rule (`deid.jpegsafe.sanitize_jpeg`); ValueError when malformed."""
+    return sanitize_jpeg(data)
 
 
 def merge_tables(tables: bytes | None, tile: bytes) -> bytes:

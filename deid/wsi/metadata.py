@@ -2,8 +2,8 @@
 
 Outputs never copy a description, tag or property from the input: the writers build new ones from
 `SlideMetadata`, which holds only the allow-listed technical values (level-0 size, microns per
-pixel, objective power, vendor name, ICC colour profile). The scrub counts what it left behind so
-the audit can report `metadata_fields_removed`.
+pixel, objective power, vendor name, ICC colour profile with its text rewritten by deid.iccsafe).
+The scrub counts what it left behind so the audit can report `metadata_fields_removed`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from deid.iccsafe import IccStructureError, sanitize_icc
 
 # Properties whose values are copied into the output (after validation as numbers or vendor names).
 ALLOWED_PROPERTIES = frozenset(
@@ -63,7 +65,11 @@ _VENDORS = frozenset(
 
 @dataclass(frozen=True)
 class SlideMetadata:
-    """The technical fields that survive de-identification."""
+    """The technical fields that survive de-identification.
+
+    `icc_profile` is always rewritten by `deid.iccsafe` (colour data kept, text tags fixed; None
+    when it cannot be parsed) and never shown in a repr: Beam logs elements at DEBUG.
+    """
 
     width: int
     height: int
@@ -71,8 +77,11 @@ class SlideMetadata:
     mpp_x: float | None = None
     mpp_y: float | None = None
     objective_power: float | None = None
-    icc_profile: bytes | None = None
+    icc_profile: bytes | None = field(default=None, repr=False)
     fields_removed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "icc_profile", safe_icc(self.icc_profile))
 
     @property
     def objective_text(self) -> str | None:
@@ -109,6 +118,16 @@ def scrub(
         icc_profile=icc_profile or None,
         fields_removed=removed + extra_removed,
     )
+
+
+def safe_icc(profile: bytes | None) -> bytes | None:
+    """The profile under the one ICC rule (`deid.iccsafe`); None when absent or unparseable."""
+    if not profile:
+        return None
+    try:
+        return sanitize_icc(profile)
+    except IccStructureError:
+        return None
 
 
 def _positive_float(value: str | None) -> float | None:

@@ -34,7 +34,7 @@ class LevelCodec:
 
     rgb_samples: bool = False
     subsampling: tuple[int, int] = (2, 1)
-    jpegtables: bytes | None = None
+    jpegtables: bytes | None = field(default=None, repr=False)  # input bytes (sanitized): never logged
     source: RawLevel | None = None  # the input level whose clean tiles are copied, if any
 
     @property
