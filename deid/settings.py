@@ -11,6 +11,9 @@ from deid.errors import ConfigError
 
 REDACT_TEXT_MODES = ("off", "detect", "ocr")
 REDACT_FILLS = ("black", "blur", "inpaint")
+# Which DICOM image instances --redact_text searches: every one, or only those flagged as possibly
+# carrying burned-in text (BurnedInAnnotation YES, or US/SC/OT without BurnedInAnnotation NO).
+REDACT_TEXT_SCOPES = ("all", "flagged")
 LABEL_MODES = ("drop", "blank", "redact")
 WSI_OUTPUT_FORMATS = ("tiff", "dicom", "both")
 # Healthcare API v1 DicomConfig.filterProfile and ImageConfig.textRedactionMode enums.
@@ -21,6 +24,8 @@ FILTER_PROFILES = (
     "KEEP_ALL_PROFILE",
 )
 TEXT_REDACTION_MODES = ("REDACT_NO_TEXT", "REDACT_ALL_TEXT", "REDACT_SENSITIVE_TEXT")
+# --unlisted_text: free text of standard attributes Table E.1-1 does not list (deid/dicom/unlisted.py).
+UNLISTED_TEXT_MODES = ("keep", "clean", "remove")
 
 _TAG_RE = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
 
@@ -82,10 +87,14 @@ class ProfileSettings:
     # Pixel redaction configured for DICOM frames (regions or text); without it burned-in
     # annotation sends the instance to dead letter.
     pixel_redaction: bool = False
+    # Free text of standard attributes the table does not list: keep, clean or remove.
+    unlisted_text: str = "clean"
 
     def __post_init__(self) -> None:
         if self.retain_long_full_dates and self.retain_long_modified_dates:
             raise ConfigError("--retain_long_full_dates and --retain_long_modified_dates exclude each other; pick one")
+        if self.unlisted_text not in UNLISTED_TEXT_MODES:
+            raise ConfigError(f"--unlisted_text must be one of {', '.join(UNLISTED_TEXT_MODES)}")
 
 
 @dataclass(frozen=True)
@@ -155,14 +164,20 @@ class RedactionSettings:
     text: str = "off"
     fill: str = "black"
     regions: RedactRegions = field(default_factory=RedactRegions)
+    scope: str = "all"
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
             ("--redact_text", self.text, REDACT_TEXT_MODES),
             ("--redact_fill", self.fill, REDACT_FILLS),
+            ("--redact_text_scope", self.scope, REDACT_TEXT_SCOPES),
         ):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}")
+
+    def searches_every_image(self) -> bool:
+        """Whether every DICOM image is searched for text, whatever its flag or modality."""
+        return self.text != "off" and self.scope == "all"
 
     @property
     def configured(self) -> bool:

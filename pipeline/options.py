@@ -1,7 +1,7 @@
 """Pipeline options: the only place the job's parameters are declared.
 
 Option names are snake_case and identical to the Flex Template parameters in
-`templates/metadata.json` (tests/test_templates.py derives one from the other). Every option
+`templates/metadata.json` (tests/deploy/test_templates.py derives one from the other). Every option
 takes a value (`--name=value`) because Flex Templates pass all parameters that way; booleans
 also accept the bare flag (`--retain_uids`).
 """
@@ -20,7 +20,9 @@ from deid.settings import (
     LABEL_MODES,
     REDACT_FILLS,
     REDACT_TEXT_MODES,
+    REDACT_TEXT_SCOPES,
     TEXT_REDACTION_MODES,
+    UNLISTED_TEXT_MODES,
     WSI_OUTPUT_FORMATS,
 )
 
@@ -117,6 +119,13 @@ class DeidOptions(PipelineOptions):
         _flag(group, "clean_descriptors", "Clean Descriptors option: keep descriptions with PHI scrubbed.")
         _flag(group, "clean_graphics", "Clean Graphics option: remove overlay planes (60xx) and annotations.")
         group.add_argument(
+            "--unlisted_text",
+            choices=UNLISTED_TEXT_MODES,
+            default="clean",
+            help="Free text of standard attributes the Basic Profile table does not list (outside a "
+            "short list of technical ones): clean (cut names, IDs, dates), keep verbatim or remove.",
+        )
+        group.add_argument(
             "--keep",
             default="",
             help="Comma-separated keywords or tags (gggg,eeee) kept unchanged whatever the profile says.",
@@ -150,6 +159,14 @@ class DeidOptions(PipelineOptions):
         )
         group.add_argument(
             "--redact_fill", choices=REDACT_FILLS, default="black", help="How redacted pixels are filled."
+        )
+        group.add_argument(
+            "--redact_text_scope",
+            choices=REDACT_TEXT_SCOPES,
+            default="all",
+            help="With --redact_text on, which DICOM images are searched for burned-in text: all (every "
+            "frame of every image, whatever BurnedInAnnotation or the modality says) or flagged (only "
+            "BurnedInAnnotation YES, and US/SC/OT without BurnedInAnnotation NO).",
         )
         group.add_argument(
             # Not --label: Beam already owns that name (Dataflow job labels).

@@ -13,18 +13,25 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from deid.dicom import profile_table
-from deid.dicom.elements import tag_text
+from deid.dicom.elements import BINARY_VRS, tag_text
 from deid.dicom.iod_types import attribute_type, known_iod
 from deid.dicom.profile_model import ProfileRow
+from deid.dicom.unlisted import unlisted_action
 from deid.errors import ProfileError
 from deid.settings import ProfileSettings, parse_tag
 
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 PATIENT_ID = 0x00100020
 GRAPHIC_ANNOTATION_SEQUENCE = 0x00700001
+# Type 1C attributes "required if <sibling> is present": removed whenever the sibling is removed, so
+# that the output never holds one without the other (dciodvfy: condition not satisfied).
+CONDITIONAL_ON = {
+    0x00120081: 0x00120082,  # Clinical Trial Protocol Ethics Committee Name <- ... Approval Number
+}
+SHIFTABLE_VRS = ("DA", "DT", "TM")
 
 # Attributes every instance needs (SOP Common, study/series identity, pixel data): --remove may not
 # name them, since the output would no longer be an instance of its IOD.
@@ -164,7 +171,7 @@ class ProfilePolicy:
 
         X remove, K keep, P pseudonymise (PatientID), S shift dates (the C of Retain Longitudinal
         Modified Dates), C clean, Z empty, D dummy, U remap UIDs. None when Table E.1-1 does not list
-        the tag: then the engine decides by the element's VR and context. Without a known `sop_class`
+        the tag: then `element_action` decides by the element's VR. Without a known `sop_class`
         a combined code takes the choice that keeps the element present, never K or C.
         """
         if tag in self.remove:
@@ -182,9 +189,16 @@ class ProfilePolicy:
         row = profile_row(tag)
         if row is None:
             return None
-        chosen = self._option_code(row)
+        sibling = CONDITIONAL_ON.get(tag)
+        if sibling is not None and self.action_for(sibling, sop_class, nested) == "X":
+            return "X"  # even when an option would keep it: alone it is not allowed
+        chosen = self._option_code(row, tag)
         if chosen is not None:
             return chosen
+        if row.basic == "X/Z/U*":
+            # Kept with every UID remapped whatever the type (as the Healthcare API, CTP and dicognito
+            # do): the references carry nothing identifying and research use depends on them.
+            return "U"
         typ = attribute_type(sop_class, tag, nested)
         code = _combined(row.basic, typ)
         if typ is not None and known_iod(sop_class):
@@ -195,7 +209,15 @@ class ProfilePolicy:
                 code = "D"
         return code
 
-    def _option_code(self, row: ProfileRow) -> str | None:
+    def element_action(
+        self, tag: int, vr: str, sop_class: str = "", nested: bool = False, in_clean: bool = False
+    ) -> str:
+        """`action_for`, or for an attribute the table does not list the rule by VR of
+        deid/dicom/unlisted.py (T: kept with the instance's known identifying values cut)."""
+        code = self.action_for(tag, sop_class, nested)
+        return unlisted_action(tag, vr, self.settings, in_clean) if code is None else code
+
+    def _option_code(self, row: ProfileRow, tag: int) -> str | None:
         # A K under any enabled option wins: retaining is what that option was asked for.
         clean: str | None = None
         for option in self.options:
@@ -204,11 +226,19 @@ class ProfilePolicy:
                 return "K"
             if code == "C" and clean is None:
                 clean = option
-        if clean == "long_modified_dates":
-            return "S"
+        if clean is None:
+            return None
         if clean == "clean_graphics":
             return "X"  # clean_graphics cleans by removal
-        return None if clean is None else "C"
+        vr = _vr(tag)
+        if clean == "long_modified_dates":
+            # Dates are shifted (times kept: a whole-day shift leaves the time of day). A value the
+            # shift cannot modify consistently (a signed timestamp token, an OB frame timestamp, a
+            # time zone offset) gets the Basic Profile's action instead.
+            return "S" if vr in SHIFTABLE_VRS else None
+        if vr in BINARY_VRS:
+            return None  # bytes cannot be cleaned (Maker Note): the Basic Profile's action
+        return "C"
 
     def is_kept(self, tag: int) -> bool:
         """Named by --keep (and not by --remove)."""
@@ -219,6 +249,13 @@ class ProfilePolicy:
         if not self.settings.retain_safe_private or tag in self.remove:
             return False
         return (creator, tag >> 16, tag & 0xFF) in self.safe_private or tag in self.keep
+
+
+def _vr(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return ""
 
 
 @functools.lru_cache(maxsize=16)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_files
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
 from deid.dicom.profile import deidentify
 from deid.dicom.reader import read_dicom
@@ -87,11 +88,39 @@ def _presentation_state() -> Dataset:
     return ds
 
 
+def _issue12_classes() -> Dataset:
+    """A CT carrying the attribute classes of issue 12: the ethics committee pair (Type 1C name), an
+    X/Z/U* reference, a D code sequence, D binary values and standard attributes the table omits."""
+    ds = f.instance(2, 1)
+    ds.ClinicalTrialSponsorName = "ZQX PHARMA"
+    ds.ClinicalTrialProtocolID = "ZQX-PROTO-1"
+    ds.ClinicalTrialProtocolName = "ZQX trial"
+    ds.ClinicalTrialSiteID = "SITE9"
+    ds.ClinicalTrialSiteName = "ZQX SITE"
+    ds.ClinicalTrialSubjectID = "SUBJ77"
+    ds.ClinicalTrialProtocolEthicsCommitteeName = "ZQX Ethics Board"
+    ds.ClinicalTrialProtocolEthicsCommitteeApprovalNumber = "IRB-2024-991"
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = ds.SOPClassUID
+    ref.ReferencedSOPInstanceUID = f.instance_uid(1, 2)
+    ds.ReferencedImageSequence = Sequence([ref])
+    code = Dataset()
+    code.CodeValue = "ZQX4455EMP"
+    code.CodingSchemeDesignator = "ZQXCORP"
+    code.CodeMeaning = "Quintessa Zarblewick"
+    operator = Dataset()
+    operator.PersonIdentificationCodeSequence = Sequence([code])
+    ds.OperatorIdentificationSequence = Sequence([operator])
+    ds.WindowCenterWidthExplanation = "LUNG DOE"
+    ds.ContentDescription = "Follow-up for Mrs Quintessa Zarblewick 2023-11-04"
+    return ds
+
+
 @pytest.mark.parametrize("mode", sorted(SETTINGS))
 @pytest.mark.parametrize(
     "build",
-    [lambda: f.instance(1, 1), lambda: f.instance(2, 2), lambda: f.ultrasound("NO")],
-    ids=["ct-series1", "ct-series2-references", "us"],
+    [lambda: f.instance(1, 1), lambda: f.instance(2, 2), lambda: f.ultrasound("NO"), _issue12_classes],
+    ids=["ct-series1", "ct-series2-references", "us", "ct-issue12-classes"],
 )
 def test_synthetic_outputs_add_no_iod_errors(tmp_path: Path, build: object, mode: str) -> None:
     assert callable(build)

@@ -205,7 +205,8 @@ def test_references_in_nested_sequences_are_remapped() -> None:
     by_old = {f.instance_uid(s, n): r.dataset.SOPInstanceUID for r, (s, n) in
               zip(results, [(1, 1), (1, 2), (2, 1), (2, 2)], strict=True)}
     second = results[2].dataset
-    assert "SourceImageSequence" not in second  # X/Z/U*, Type 3 in the CT IOD: X
+    # X/Z/U*: kept with its UIDs remapped whatever the type (Type 3 in CT), as in an unknown IOD.
+    assert second.SourceImageSequence[0].ReferencedSOPInstanceUID == by_old[f.instance_uid(1, 1)]
     unknown = f.instance(2, 1)
     unknown.SOPClassUID = unknown.file_meta.MediaStorageSOPClassUID = "1.2.826.0.1.3680043.9.7777.99"
     source = run(unknown).dataset.SourceImageSequence[0]  # unknown IOD: U, kept and remapped
