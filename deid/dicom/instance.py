@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 
 from deid.dicom.embedded import sanitize_embedded
 from deid.dicom.pixels import redact_dicom_pixels
+from deid.dicom.policy import profile_policy
 from deid.dicom.profile import deidentify
 from deid.dicom.reader import read_for_profile
 from deid.dicom.writer import mark_pixel_data_cleaned, output_relpath, write_dicom
@@ -145,7 +146,7 @@ def deidentify_instance(data: bytes, settings: RunSettings, key: DeidKey, source
     hits, echoes = split_echoes(scan_output(payload, relpath, mark_descriptive(harvested)))
     if hits:
         # Rare, so only then: a value equal to one the profile kept in this instance is no leak.
-        kept = kept_texts(dataset, out)
+        kept = kept_texts(dataset, out, profile_policy(settings.profile).keep)
         # Nor is a value inside a UID the run keeps (a date in a UID kept by --retain_uids).
         expected = without_retained(harvested, retained_uids(dataset, settings.profile))
         hits, echoes = split_echoes(scan_output(payload, relpath, mark_descriptive(expected, kept)))

@@ -16,8 +16,11 @@ than a leak, only when all of these hold:
   the file name, still quarantines.
 A harvested value whose whole text equals the whole value of an attribute the profile kept in the
 same instance (a private element repeating the kept ConvolutionKernel 'FL04') is an echo too: the
-profile decided that value may stay. A value merely *containing* a kept value, or contained in one
-(a name inside a --keep'd description), is still a leak.
+profile decided that value may stay. A private element's text contained in
+such a kept value (a vendor element repeating the kept ManufacturerModelName cut to 15 characters,
+'LightSpeed Ultr') is an echo as well. Values kept only because of --keep never count as kept
+here, and any other value merely *containing* a kept value, or contained in one (a name inside a
+--keep'd description), is still a leak.
 Everything else found in an output remains a leak.
 """
 
@@ -45,14 +48,19 @@ def _words(text: str) -> set[str]:
     return {w.casefold() for w in _WORD.findall(text)}
 
 
-def kept_texts(before: Any, after: Any) -> frozenset[str]:
+def kept_texts(before: Any, after: Any, user_kept: frozenset[int] = frozenset()) -> frozenset[str]:
     """Whole text values (casefolded) the profile left unchanged: the same tag holds the same text
-    somewhere in the input dataset and somewhere in the de-identified one."""
+    somewhere in the input dataset and somewhere in the de-identified one. Tags in `user_kept`
+    (--keep) are left out: the user's choice does not make a value safe for the leak check."""
+
     def texts(ds: Any) -> set[tuple[int, str]]:
         return {
             (int(elem.tag), elem.value.strip().casefold())
             for elem in ds.iterall()
-            if elem.VR in _TEXT_VRS and isinstance(elem.value, str) and not elem.tag.is_private
+            if elem.VR in _TEXT_VRS
+            and isinstance(elem.value, str)
+            and not elem.tag.is_private
+            and int(elem.tag) not in user_kept
         }
 
     return frozenset(text for _, text in texts(before) & texts(after) if text)
@@ -65,8 +73,7 @@ def mark_descriptive(values: Iterable[PhiLike], kept: frozenset[str] = frozenset
     candidates = [
         v
         for v in merged
-        if v.text.strip().casefold() in kept
-        or (_descriptive_kinds(v.kind.split("/")) and not any(c.isdigit() for c in v.text))
+        if _is_kept(v, kept) or (_descriptive_kinds(v.kind.split("/")) and not any(c.isdigit() for c in v.text))
     ]
     others: set[str] = set()
     for value in merged:
@@ -74,10 +81,18 @@ def mark_descriptive(values: Iterable[PhiLike], kept: frozenset[str] = frozenset
             others |= _words(value.text)
     return [
         PhiValue(value.text, ECHO_PREFIX + value.kind)
-        if value in candidates and (value.text.strip().casefold() in kept or not _words(value.text) & others)
+        if value in candidates and (_is_kept(value, kept) or not _words(value.text) & others)
         else value
         for value in merged
     ]
+
+
+def _is_kept(value: PhiValue, kept: frozenset[str]) -> bool:
+    text = value.text.strip().casefold()
+    if text in kept:
+        return True
+    private_only = set(value.kind.split("/")) <= {"private", _ENGINE_KIND} and "private" in value.kind
+    return private_only and any(text in k for k in kept)
 
 
 def is_echo(hit: LeakHit) -> bool:
