@@ -16,11 +16,12 @@ than a leak, only when all of these hold:
   the file name, still quarantines.
 A harvested value whose whole text equals the whole value of an attribute the profile kept in the
 same instance (a private element repeating the kept ConvolutionKernel 'FL04') is an echo too: the
-profile decided that value may stay. A private element's text contained in
-such a kept value (a vendor element repeating the kept ManufacturerModelName cut to 15 characters,
-'LightSpeed Ultr') is an echo as well. Values kept only because of --keep never count as kept
-here, and any other value merely *containing* a kept value, or contained in one (a name inside a
---keep'd description), is still a leak.
+profile decided that value may stay. So is a value equal to the wording the de-identifier writes
+itself (DeidentificationMethod and its code meanings, which an input de-identified before
+repeats), and a private element's text contained in such a kept value (a vendor element repeating
+the kept ManufacturerModelName cut to 15 characters, 'LightSpeed Ultr'). Values kept only because
+of --keep never count as kept here, and any other value merely *containing* a kept value, or
+contained in one (a name inside a --keep'd description), is still a leak.
 Everything else found in an output remains a leak.
 """
 
@@ -36,6 +37,9 @@ ECHO_PREFIX = "descriptor_echo:"
 _DESCRIPTIVE_KIND = re.compile(r"(Description|ProtocolName|Procedure|BodyPart|Kernel|CodeMeaning)$")
 _ENGINE_KIND = "value"  # values the profile engine recorded while removing them (no keyword)
 _WORD = re.compile(r"[^\W\d_]{3,}")
+# What the de-identifier writes itself (DeidentificationMethod and its code sequence): an input
+# that was de-identified before may carry the same wording, which is then no leak.
+_OWN_VOCABULARY = (0x00120063, 0x00120064)
 _TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 
 
@@ -63,7 +67,14 @@ def kept_texts(before: Any, after: Any, user_kept: frozenset[int] = frozenset())
             and int(elem.tag) not in user_kept
         }
 
-    return frozenset(text for _, text in texts(before) & texts(after) if text)
+    own = {
+        elem.value.strip().casefold()
+        for tag in _OWN_VOCABULARY
+        if tag in after
+        for elem in ([after[tag]] if after[tag].VR != "SQ" else [e for item in after[tag].value for e in item])
+        if isinstance(elem.value, str)
+    }
+    return frozenset(text for _, text in texts(before) & texts(after) if text) | frozenset(t for t in own if t)
 
 
 def mark_descriptive(values: Iterable[PhiLike], kept: frozenset[str] = frozenset()) -> list[PhiValue]:

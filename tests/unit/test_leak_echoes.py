@@ -69,3 +69,10 @@ def test_a_private_element_cut_from_a_kept_model_name_is_an_echo() -> None:
     result = _run("CT PE CHEST", "CHEST", private="LightSpeed Ultr")
     assert not result.leaked
     assert result.actions.get("descriptor_echo", 0) >= 1
+
+
+def test_wording_of_an_earlier_deidentification_is_not_a_leak() -> None:
+    """An input de-identified before (e.g. by CTP) repeats the method's code meaning in a private
+    element; our output writes the same meaning, which is the de-identifier's own vocabulary."""
+    result = _run("CT PE CHEST", "CHEST", private="Basic Application Confidentiality Profile")
+    assert not result.leaked
