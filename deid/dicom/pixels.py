@@ -19,7 +19,8 @@ for MONOCHROME1, the most negative for signed data). YBR colour data that the de
 RGB is written as RGB when it is rewritten natively.
 
 The dataset is modified in place and returned. SOP Instance UID handling is left to the profile.
-Not supported (PixelDecodeError): PALETTE COLOR, 1-bit and float pixel data, transfer syntaxes
+PALETTE COLOR frames are searched on the colours the palette shows and filled with the palette's
+darkest entry (the frame stays indexed). Not supported (PixelDecodeError): 1-bit and float pixel data, transfer syntaxes
 without a decoder here.
 """
 
@@ -34,7 +35,7 @@ from PIL import Image
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
-from pydicom.pixels import get_decoder, get_encoder
+from pydicom.pixels import apply_color_lut, get_decoder, get_encoder
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -107,7 +108,10 @@ def redact_dicom_pixels(
                 f"pixel data could not be decoded ({type(exc).__name__}); the instance cannot be redacted"
             ) from None
         photometric_out = str(overrides.get("photometric_interpretation", layout.photometric))
-        frame, boxes = _redact_frame(array, layout, photometric_out, config, params)
+        if photometric_out == "PALETTE COLOR":
+            frame, boxes = _redact_palette_frame(ds, array, config, params)
+        else:
+            frame, boxes = _redact_frame(array, layout, photometric_out, config, params)
         frames.append(frame)
         redacted.append(bool(boxes))
         counts["boxes_redacted"] += boxes
@@ -143,8 +147,6 @@ def _layout(ds: Dataset, max_decoded_bytes: int) -> _Layout:
         raise PixelDecodeError(f"pixel redaction supports BitsAllocated 8, 16 or 32, not {bits_allocated}")
     if not 1 <= bits_stored <= bits_allocated:
         raise PixelDecodeError("BitsStored is out of range for BitsAllocated")
-    if photometric == "PALETTE COLOR":
-        raise PixelDecodeError("pixel redaction does not support PALETTE COLOR images")
     decoded = rows * columns * frames * samples * (bits_allocated // 8)
     if decoded > max_decoded_bytes:
         raise InputTooLargeError(
@@ -188,6 +190,30 @@ def _black_value(layout: _Layout, photometric: str, dtype: np.dtype) -> int | fl
     if photometric == "MONOCHROME2" and layout.signed:
         return -(1 << (bits - 1))
     return 0
+
+
+def _redact_palette_frame(
+    ds: Dataset, indices: np.ndarray, config: RedactionConfig, params: DetectParams
+) -> tuple[np.ndarray, int]:
+    """PALETTE COLOR: text is searched on the colours the palette shows, and redacted pixels get the
+    palette index of its darkest entry, so the frame stays indexed with its own palette (every
+    fill is black: blurring or inpainting indices would make colours the palette never meant)."""
+    try:
+        shown = apply_color_lut(indices, ds)
+        entries = apply_color_lut(np.arange(int(indices.max()) + 1, dtype=indices.dtype), ds)
+    except Exception as exc:  # noqa: BLE001 - LUT errors can quote element values: type only
+        raise PixelDecodeError(
+            f"the palette of this PALETTE COLOR image could not be applied ({type(exc).__name__})"
+        ) from None
+    view = shown if shown.dtype == np.uint8 else _view8(shown)
+    outcome = redact_image(np.ascontiguousarray(view), replace(config, fill="black"), params=params)
+    if not outcome.changed:
+        return indices, 0
+    darkest = int(np.argmin(np.asarray(entries, np.float64).reshape(len(entries), -1).sum(axis=1)))
+    mask = boxes_mask(outcome.boxes, indices.shape[0], indices.shape[1])
+    out = indices.copy()
+    out[mask] = darkest
+    return out, len(outcome.boxes)
 
 
 def _view8(frame: np.ndarray) -> np.ndarray:

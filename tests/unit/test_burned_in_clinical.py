@@ -12,11 +12,13 @@ import hashlib
 import io
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pydicom
 import pytest
+from pydicom.pixels import apply_color_lut
 
 from deid.dicom.instance import InstanceSource, deidentify_instance
 from deid.keys import DeidKey
@@ -174,3 +176,25 @@ def test_scope_flagged_leaves_unflagged_images_unsearched() -> None:
     assert "pixels_frames_searched" not in actions
     assert np.array_equal(out.pixel_array, before)
     assert "BurnedInAnnotation" not in out
+
+
+def test_palette_colour_ultrasound_is_redacted_in_its_own_palette() -> None:
+    """pydicom-data's OBXXXX1A.dcm: PALETTE COLOR with the patient ID, institution and date in its
+    header band; searched on the shown colours, filled with the palette's darkest entry."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("OBXXXX1A.dcm")
+    if path is None:
+        pytest.skip("pydicom-data is not installed (pip install -e '.[test]')")
+    data = Path(path).read_bytes()
+    before = pydicom.dcmread(io.BytesIO(data)).pixel_array
+    out, actions, leaked = _run(data)
+    assert not leaked and out.PhotometricInterpretation == "PALETTE COLOR"
+    assert actions["pixels_boxes_redacted"] >= 5
+    original = pydicom.dcmread(io.BytesIO(data))
+    shown_before = apply_color_lut(before, original)
+    shown_after = apply_color_lut(out.pixel_array, out)
+    band = (shown_before[:60] != shown_after[:60]).any(axis=-1)  # the header band with the text
+    assert band.mean() > 0.05
+    fan = (slice(90, 140), slice(380, 540))  # ultrasound image, no text: the colours shown are unchanged
+    assert np.array_equal(shown_before[fan], shown_after[fan])
