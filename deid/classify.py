@@ -42,7 +42,8 @@ class InputRef:
     subtype: str = ""
     # DICOM-WSI and MIRAX units span several files: the other files of the unit.
     companions: tuple[str, ...] = field(default=(), repr=False)
-    # For DICOM-WSI: a key grouping the files of one slide (a keyed hash, never the raw UID).
+    # For DICOM-WSI: a key grouping the files of one slide (a keyed hash, never the raw UID). For MIRAX:
+    # the SHA-256 over the hashes of all the unit's files, which names its output.
     group_key: str = ""
 
 

@@ -34,6 +34,7 @@ from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from deid.errors import InputTooLargeError, InvalidInputError, OutOfSpaceError
+from deid.wsi.mirax import SLIDEDAT
 from deid.wsi.scratch import Scratch
 
 READ_CHUNK = 8 * 1024 * 1024
@@ -385,13 +386,15 @@ def make_scratch(root: str) -> Scratch:
 def localize(paths: tuple[str, ...], subtype: str) -> tuple[str, str | None]:
     """(local path OpenSlide can open, temporary directory to remove afterwards or None).
 
-    Local single files and MIRAX units are used in place. DICOM-WSI units get a directory of
-    symlinks (or copies) holding only their own instances, so OpenSlide sees exactly one slide.
-    Remote objects are copied with FileSystems; names keep only the extension (NDPI, MRXS need it)
-    or, for MIRAX, the layout relative to the index file.
+    Local single files are used in place. DICOM-WSI units get a directory of symlinks (or copies)
+    holding only their own instances, so OpenSlide sees exactly one slide. A MIRAX unit (the .mrxs
+    file, then its folder's files) always gets `slide.mrxs` beside `slide/<file name>` (links, or
+    copies of remote objects), the layout OpenSlide needs: the folder named like the index file, an
+    exact `.mrxs` suffix and `Slidedat.ini` spelling, and no input path in what OpenSlide opens.
+    Other remote objects are copied with FileSystems; names keep only the extension (NDPI needs it).
     """
     remote = any("://" in path for path in paths)
-    if not remote and (len(paths) == 1 or subtype == "mrxs"):
+    if not remote and len(paths) == 1 and subtype != "mrxs":
         return paths[0], None
     tmp = tempfile.mkdtemp(prefix="deid-wsi-")
     try:
@@ -401,7 +404,7 @@ def localize(paths: tuple[str, ...], subtype: str) -> tuple[str, str | None]:
             if subtype == "dicom-wsi":
                 name = f"{index:05d}.dcm"
             elif subtype == "mrxs":
-                name = posixpath.relpath(path, base) if index else posixpath.basename(path)
+                name = mirax_local_name(path, index)
             else:
                 ext = os.path.splitext(path)[1].lower()[:8] if index == 0 else ""
                 name = f"slide{ext}" if index == 0 else posixpath.relpath(path, base)
@@ -423,6 +426,14 @@ def localize(paths: tuple[str, ...], subtype: str) -> tuple[str, str | None]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def mirax_local_name(path: str, index: int) -> str:
+    """Where a MIRAX unit's file goes in its local copy: slide.mrxs, then slide/<its file name>."""
+    if index == 0:
+        return "slide.mrxs"
+    name = posixpath.basename(path.replace("\\", "/"))
+    return f"slide/{SLIDEDAT if name.casefold() == SLIDEDAT.casefold() else name}"
 
 
 @contextlib.contextmanager

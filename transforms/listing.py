@@ -10,6 +10,14 @@ are listed by fileio.MatchFiles. Each listed path is then checked and read once:
 - cannot be read (permissions, vanished, a broken link): `unreadable`;
 - otherwise hashed and classified (an InputRef), and `admit` decides whether a branch takes it.
 
+A MIRAX slide is one input: `_MiraxUnitsFn` turns a listed `.mrxs` file whose same-named folder
+holds a Slidedat.ini into a `ListedUnit` (the folder's files as its companions, whether the pattern
+matched them or not) and drops those folder files from the listing; both decisions use the same
+test (`_MiraxUnitsFn._unit_files`), so a folder file is never both a companion and an input. The
+unit is hashed as the `.mrxs` file (its `input_sha256`), sized as all its files, and named by a
+digest of all of them (`InputRef.group_key`). A `.mrxs` file without that folder, or whose
+Slidedat.ini is not one, is a dead letter `unsupported_format` saying so.
+
 A record whose bytes could not be read names its input by `DeidKey.path_id` of its path relative
 to --input (for a glob, to the directory before its first wildcard): 64 hex characters like a
 content hash, stable for one key, and never the path itself.
@@ -19,19 +27,23 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import hashlib
 import os
+import posixpath
 import re
 import stat
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileSystem
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from deid.classify import HEAD_BYTES, InputRef, classify_head
+from deid.classify import HEAD_BYTES, InputRef, Kind, classify_head
 from deid.errors import (
     DeidError,
     InputTooLargeError,
@@ -44,6 +56,7 @@ from deid.errors import (
 from deid.keys import DeidKey
 from deid.records import DeadLetterRecord
 from deid.settings import RunSettings, is_glob
+from deid.wsi.mirax import is_mrxs_name, is_slidedat_name, looks_like_slidedat, unit_folder
 from transforms.common import METRICS_NAMESPACE, load_run_key
 from transforms.files import TMP_DIR, sha256_and_head
 
@@ -188,11 +201,85 @@ class _WalkLocalFn(_ListingFn):
                 )
 
 
+@dataclass(frozen=True)
+class ListedUnit:
+    """A listed input made of several files: a MIRAX `.mrxs` file and its folder's files."""
+
+    # repr=False: Beam logs elements at DEBUG, and an input path can carry PHI.
+    path: str = field(repr=False)
+    companions: tuple[str, ...] = field(repr=False)
+
+
+class _MiraxUnitsFn(beam.DoFn):
+    """path -> path, or ListedUnit for a .mrxs file with its folder; that folder's files -> nothing."""
+
+    def __init__(self, pattern: str, output_prefix: str) -> None:
+        self._pattern = pattern
+        self._output_prefix = output_prefix
+
+    def setup(self) -> None:
+        root = listing_root(self._pattern)
+        self._single = root == self._pattern
+        self._matches = re.compile(FileSystem.translate_pattern(self._pattern)).match
+        self._folders: dict[str, tuple[str, ...]] = {}
+
+    def process(self, path: str) -> Iterator[str | ListedUnit]:
+        if is_mrxs_name(path):
+            files = self._unit_files(unit_folder(path))
+            yield ListedUnit(path, files) if files else path
+            return
+        folder = posixpath.dirname(path)
+        for suffix in (".mrxs", ".MRXS"):
+            index = folder + suffix
+            listed = (self._single and index == self._pattern) or (
+                not self._single and self._matches(index) and not _own_file(index, self._output_prefix)
+            )
+            if listed and _exists(index) and self._unit_files(folder):
+                return  # a companion of that .mrxs file's unit
+        yield path
+
+    def _unit_files(self, folder: str) -> tuple[str, ...]:
+        """The files directly in a MIRAX folder, when one of them is named Slidedat.ini; else ()."""
+        if folder not in self._folders:
+            files = _folder_files(folder)
+            has_slidedat = any(is_slidedat_name(posixpath.basename(name)) for name in files)
+            self._folders[folder] = tuple(sorted(files)) if has_slidedat else ()
+        return self._folders[folder]
+
+
+def _exists(path: str) -> bool:
+    if "://" not in path:
+        return os.path.lexists(path)
+    try:
+        return bool(FileSystems.exists(path))
+    except Exception:  # noqa: BLE001 - an unreachable object is no unit
+        return False
+
+
+def _folder_files(folder: str) -> list[str]:
+    """Non-directory entries directly in `folder` (local or an object-store prefix); [] if unlistable."""
+    if "://" in folder:
+        try:
+            results = FileSystems.match([folder + "/*"])
+        except Exception:  # noqa: BLE001 - Beam raises BeamIOError for a missing prefix
+            return []
+        return [m.path for result in results for m in result.metadata_list]
+    try:
+        with os.scandir(folder) as entries:
+            return [os.path.join(folder, entry.name) for entry in entries if not entry.is_dir()]
+    except OSError:
+        return []
+
+
 class _ClassifyFn(_ListingFn):
     """path -> InputRef (path, size, sha256, kind), reading each object once, streaming; inputs
-    that are not regular files or cannot be read go to NOT_READ."""
+    that are not regular files or cannot be read go to NOT_READ. A ListedUnit -> one InputRef."""
 
-    def process(self, path: str) -> Iterator[InputRef | TaggedOutput]:
+    def process(self, element: str | ListedUnit) -> Iterator[InputRef | TaggedOutput]:
+        if isinstance(element, ListedUnit):
+            yield from self._unit(element)
+            return
+        path = element
         try:
             check_regular_file(path)
             sha256, head, size = sha256_and_head(path, HEAD_BYTES)
@@ -206,6 +293,38 @@ class _ClassifyFn(_ListingFn):
         Metrics.counter(METRICS_NAMESPACE, f"inputs_{kind}").inc()
         yield InputRef(path=path, size=size, sha256=sha256, kind=kind, subtype=subtype)
 
+    def _unit(self, unit: ListedUnit) -> Iterator[InputRef | TaggedOutput]:
+        """A MIRAX unit: hashed as its .mrxs file, sized and named by all its files (module docstring)."""
+        try:
+            for path in (unit.path, *unit.companions):
+                check_regular_file(path)
+            sha256, _head, size = sha256_and_head(unit.path, HEAD_BYTES)
+            digest = hashlib.sha256(sha256.encode("ascii"))
+            slidedat = False
+            for path in unit.companions:
+                part_sha, part_head, part_size = sha256_and_head(path, HEAD_BYTES)
+                name = posixpath.basename(path)
+                digest.update(b"\0" + name.encode("utf-8", "surrogateescape") + b"\0" + part_sha.encode("ascii"))
+                size += part_size
+                slidedat = slidedat or (is_slidedat_name(name) and looks_like_slidedat(part_head))
+        except DeidError as exc:
+            yield self._not_read(unit.path, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure to read: its text may quote the path
+            yield self._not_read(unit.path, UnreadableInputError(unreadable_message(exc)))
+            return
+        kind: Kind = "wsi" if slidedat else "unknown"
+        Metrics.counter(METRICS_NAMESPACE, f"inputs_{kind}").inc()
+        yield InputRef(
+            path=unit.path,
+            size=size,
+            sha256=sha256,
+            kind=kind,
+            subtype="mrxs",
+            companions=unit.companions,
+            group_key=digest.hexdigest(),
+        )
+
 
 def admit(ref: InputRef, max_file_bytes: int) -> InputRef:
     """Raise the dead-letter reason for inputs no branch will take; pass the others through."""
@@ -214,6 +333,17 @@ def admit(ref: InputRef, max_file_bytes: int) -> InputRef:
     if ref.size > max_file_bytes:
         raise InputTooLargeError(
             f"input is {ref.size} bytes, over --max_file_bytes={max_file_bytes}; raise the limit to process it"
+        )
+    if ref.kind == "unknown" and ref.subtype == "mrxs":
+        raise UnsupportedFormatError(
+            "a MIRAX slide (.mrxs) whose same-named folder holds no Slidedat.ini with [GENERAL] and "
+            "[HIERARCHICAL] sections, so it cannot be read as MIRAX; copy the slide's complete folder "
+            "beside the .mrxs file and run again"
+        )
+    if ref.kind == "unknown" and is_mrxs_name(ref.path):
+        raise UnsupportedFormatError(
+            "a MIRAX .mrxs file without its same-named folder (Slidedat.ini, Index.dat, Data*.dat) beside "
+            "it; copy the whole folder next to the .mrxs file and run again"
         )
     if ref.kind == "unknown":
         raise UnsupportedFormatError(
@@ -266,6 +396,7 @@ class ListInputs(beam.PTransform):
             paths, unlisted = walked["paths"], walked[NOT_READ]
         classified = (
             paths
+            | "MiraxUnits" >> beam.ParDo(_MiraxUnitsFn(self._pattern, output))
             | "Reshuffle" >> beam.Reshuffle()
             | "Classify" >> beam.ParDo(_ClassifyFn(settings, self._root)).with_outputs(NOT_READ, main="refs")
         )

@@ -80,6 +80,8 @@ def harvest_slide(
             with opener(path) as handle:
                 ds = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
             values |= harvest_dicom(ds, profile)
+    elif subtype == "mrxs":
+        pass  # the .mrxs file and the data files hold no text fields; Slidedat.ini was read above
     elif "://" not in files[0] and os.path.exists(files[0]):
         values |= harvest_tiff_metadata(files[0])
     else:

@@ -8,7 +8,8 @@ The child's stderr is discarded unread: native libraries may print file names or
 
 Before it opens the slide, the child checks the declared size of every JPEG and JPEG 2000 tile and
 strip against its page (`deid.wsi.units.check_tiff_units`: a hostile SOF claiming 65500 x 65500
-pixels is `too_large` before any decoder runs), and it runs under a memory cap: RLIMIT_AS is set to
+pixels is `too_large` before any decoder runs; NDPI by `deid.wsi.ndpi`, MIRAX by
+`deid.wsi.mirax.check_mirax`), and it runs under a memory cap: RLIMIT_AS is set to
 `PROBE_MEMORY_LIMIT_BYTES` (2 GiB of address space; an ordinary probe peaks near 200 MiB) in the child
 itself, so a decoder that still asks for more fails with MemoryError, reported as `too_large`,
 instead of growing until the kernel kills the worker.
@@ -23,6 +24,7 @@ import sys
 
 from deid import errors
 from deid.errors import DeidError, InputTooLargeError, SlideReadError
+from deid.wsi.mirax import check_mirax
 from deid.wsi.source import SlideReader, probe
 from deid.wsi.units import check_tiff_units
 
@@ -88,6 +90,7 @@ def _main(argv: list[str]) -> int:
     try:
         try:
             check_tiff_units(path)
+            check_mirax(path)
             reader = SlideReader(path)
             try:
                 probe(reader, tile)

@@ -21,6 +21,7 @@ import tifffile
 
 from deid.codestream import HEADER_PREFIX_BYTES, Codec, Geometry, check_unit, read_header
 from deid.errors import InvalidInputError
+from deid.wsi import ndpi
 from deid.wsi.source import tiff_pages
 
 TIFF_JPEG = 7
@@ -48,6 +49,9 @@ def check_tiff_units(path: str) -> None:
     with open(path, "rb") as handle:
         if handle.read(4) not in TIFF_MAGICS:
             return
+    if ndpi.is_ndpi(path):
+        ndpi.check_ndpi(path)  # one JPEG per level, sides past 65535 declared as 0: its own rule
+        return
     try:
         tiff = tifffile.TiffFile(path)
     except (tifffile.TiffFileError, ValueError, OSError, struct.error, IndexError, KeyError, MemoryError):
