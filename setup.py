@@ -36,6 +36,8 @@ EXTRAS = {
         # Real DICOM made by others (ultrasound, secondary captures with burned-in text).
         "pydicom-data>=1.0",
         "deid-data>=0.0.20",
+        # The WSI fidelity test's peer (a plain pyvips rewrite); libvips comes in the pyvips-binary wheel.
+        "pyvips[binary]>=2.2",
     ],
     "bench": [
         "dicognito>=0.17",

@@ -48,6 +48,7 @@ from deid.records import AuditRecord
 from deid.redaction.engine import RedactionConfig
 from deid.settings import RunSettings
 from deid.verify.scan import quarantine_relpath, summarize
+from deid.wsi.formats import require_volume
 from deid.wsi.job import (
     MAX_PYRAMID_LEVELS,
     SlideJob,
@@ -102,7 +103,8 @@ class DeidentifyWsi(beam.PTransform):
 
     Outputs: OUTPUT/wsi/<pseudonym>.svs (Aperio layout) or .tiff (generic) and, with
     --wsi_output_format dicom|both, OUTPUT/wsi/<pseudonym>/level-<k>.dcm. The pseudonym is
-    key.pseudonym("wsi", input sha256); for DICOM-WSI the sha256 of the unit's first file by path.
+    key.pseudonym("wsi", input sha256); for DICOM-WSI the sha256 of the unit's first file by path, for
+    MIRAX the digest of all the unit's files (`InputRef.group_key`).
     """
 
     def __init__(self, settings: RunSettings) -> None:
@@ -236,8 +238,11 @@ class _PrepareSlide(beam.DoFn):
             RedactionConfig(text_mode=settings.redaction.text).check_tools()
         start = time.perf_counter()
         reader: SlideReader | None = None
-        pseudonym = self._key.pseudonym("wsi", ref.sha256)
+        # A MIRAX unit is named by the digest of all its files (its .mrxs file alone may be generic).
+        pseudonym = self._key.pseudonym("wsi", ref.group_key if ref.subtype == "mrxs" and ref.group_key else ref.sha256)
         slide_id = f"{pseudonym}-{self._key.pseudonym('wsi-scratch', ref.path, 8)}"
+        if ref.subtype == "dicom-wsi":
+            require_volume(_image_types(unit.paths))
         with localized(unit.paths, ref.subtype) as path:
             try:
                 probe_isolated(path, settings.wsi.tile_size)
@@ -262,6 +267,15 @@ class _PrepareSlide(beam.DoFn):
                     reader.close()
         Metrics.counter(METRICS_NAMESPACE, "wsi_slides_prepared").inc()
         yield job
+
+
+def _image_types(paths: Iterable[str]) -> Iterator[list[str]]:
+    """ImageType (0008,0008) of each instance of a DICOM-WSI unit, read from its header only."""
+    for path in paths:
+        with open_input(path) as handle:
+            ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=["ImageType"])
+        value = ds.get("ImageType")
+        yield [str(v) for v in value] if value is not None else []
 
 
 def check_limits_size(size: int, settings: RunSettings) -> None:
@@ -399,6 +413,8 @@ class _WriteSlide(beam.DoFn):
                 seconds = {"wsi write": written - start, "wsi leak check": checked - written}
                 entry = self._qa_entry(job, records, actions, reader, seconds)
         count_actions(actions)
+        # An input that states no microns per pixel gets outputs that state no physical size either.
+        unknown_size = {"pixel_spacing": "unknown"} if job.metadata.mpp_x is None else {}
         yield audit_ok(
             job.ref,
             outputs,
@@ -408,6 +424,7 @@ class _WriteSlide(beam.DoFn):
             levels=len(job.levels),
             width=job.metadata.width,
             height=job.metadata.height,
+            **unknown_size,
         )
         if entry is not None:
             yield TaggedOutput(QA_TAG, entry)

@@ -12,7 +12,8 @@ Steps, in order:
   3. apply the profile; redact burned-in pixels when the instance needs it, and only after a text
      search over every frame set BurnedInAnnotation NO; clean every compressed frame's marker
      segments and every ICC profile's text (deid.dicom.embedded);
-  4. encode, name the output, and search the encoded bytes and the name for the harvested values.
+  4. encode, name the output, and search the encoded dataset (as its bytes read back), the
+     encoded bytes and the name for the harvested values.
 
 The caller decides where the payload goes: a result with `leak_hits` must never be published or
 stored, only written under OUTPUT/quarantine/ (`quarantine_relpath`).
@@ -36,7 +37,7 @@ from deid.settings import RunSettings
 from deid.verify.echo import kept_texts, mark_descriptive, split_echoes
 from deid.verify.harvest import harvest_dicom, harvest_path, harvest_private_texts
 from deid.verify.retained import retained_uids, without_retained
-from deid.verify.scan import quarantine_relpath, scan_output, summarize
+from deid.verify.scan import quarantine_relpath, scan_encoded_dicom, summarize
 from deid.verify.values import LeakHit, PhiValue
 
 # PixelData (7FE0,0010): an image instance whose frames can be searched for burned-in text.
@@ -143,13 +144,15 @@ def deidentify_instance(data: bytes, settings: RunSettings, key: DeidKey, source
     relpath = output_relpath(out)
     clock.lap("deidentify")
     harvested = values | result.phi_values
-    hits, echoes = split_echoes(scan_output(payload, relpath, mark_descriptive(harvested)))
+    # The dataset just encoded is searched as its bytes read back, plus a raw pass over the bytes:
+    # the hits of parsing `payload` again, without that parse (scan_encoded_dicom).
+    hits, echoes = split_echoes(scan_encoded_dicom(out, payload, relpath, mark_descriptive(harvested)))
     if hits:
         # Rare, so only then: a value equal to one the profile kept in this instance is no leak.
         kept = kept_texts(dataset, out, profile_policy(settings.profile).keep)
         # Nor is a value inside a UID the run keeps (a date in a UID kept by --retain_uids).
         expected = without_retained(harvested, retained_uids(dataset, settings.profile))
-        hits, echoes = split_echoes(scan_output(payload, relpath, mark_descriptive(expected, kept)))
+        hits, echoes = split_echoes(scan_encoded_dicom(out, payload, relpath, mark_descriptive(expected, kept)))
     if echoes:
         # Clinical wording the profile removed from a description but kept in a code (deid/verify/echo.py).
         actions["descriptor_echo"] = len(echoes)

@@ -64,6 +64,19 @@ _U32 = {True: struct.Struct("<I").unpack_from, False: struct.Struct(">I").unpack
 _TAG = {True: struct.Struct("<HH").unpack_from, False: struct.Struct(">HH").unpack_from}
 
 
+class _LazyTagName:
+    """tag_text(tag, seen), computed when formatted into a message."""
+
+    __slots__ = ("_seen", "_tag")
+
+    def __init__(self, tag: int, seen: Container[int]) -> None:
+        self._tag = tag
+        self._seen = seen
+
+    def __str__(self) -> str:
+        return tag_text(self._tag, self._seen)
+
+
 @dataclass
 class _Walker:
     data: bytes | bytearray
@@ -116,7 +129,9 @@ class _Walker:
 
     def element(self, offset: int, end: int, depth: int, seen: Container[int] = ()) -> int:
         tag = self._tag(offset, end)
-        name = tag_text(tag, seen)  # never the bare tag of an unlisted element, nor its declared length
+        # Named only in a message (never the bare tag of an unlisted element, nor its declared length);
+        # looked up only then, since naming a tag costs more than walking its element.
+        name = _LazyTagName(tag, seen)
         if self.explicit:
             if offset + 8 > end:
                 raise _bad(f"truncated header of element {name} at offset {offset}")

@@ -5,6 +5,11 @@ made self-contained), no label or overview instance. The header is written by py
 are appended one by one as encapsulated items after an empty Basic Offset Table, so memory does not
 grow with the level. Every identifier is new: UIDs come from the caller's keyed `uid_for`, the
 patient and container identifiers are the slide's pseudonym, and dates are a fixed placeholder.
+
+Physical size comes only from the input's microns per pixel. An input that states none gets no
+Pixel Spacing and no Imaged Volume Width / Height rather than an invented size (the audit record says
+`pixel_spacing: "unknown"`); dciodvfy reports exactly those three Type 1C attributes as missing for
+such instances, because the IOD requires them of VOLUME images, and OpenSlide opens them without MPP.
 """
 
 from __future__ import annotations
@@ -51,6 +56,14 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
 def srgb_profile() -> bytes:
     """The profile written when the slide has none: a fixed sRGB profile under the one ICC rule."""
     return iccsafe.srgb_profile()
+
+
+def pixel_spacing_mm(meta: SlideMetadata) -> tuple[float, float] | None:
+    """Level-0 (row, column) spacing in mm from the slide's microns per pixel; None when the input
+    states none: the output then states no physical size rather than an invented one."""
+    if not meta.mpp_x:
+        return None
+    return ((meta.mpp_y or meta.mpp_x) / 1000.0, meta.mpp_x / 1000.0)
 
 
 def level_dataset(plan: DicomPlan, shape: LevelShape, uid_for: Callable[[str], str]) -> Dataset:
@@ -115,10 +128,10 @@ def level_dataset(plan: DicomPlan, shape: LevelShape, uid_for: Callable[[str], s
     specimen.IssuerOfTheSpecimenIdentifierSequence = Sequence([])
     specimen.SpecimenPreparationSequence = Sequence([])
     ds.SpecimenDescriptionSequence = Sequence([specimen])
-    mpp_x = (meta.mpp_x or 1.0) * shape.downsample
-    mpp_y = (meta.mpp_y or meta.mpp_x or 1.0) * shape.downsample
-    ds.ImagedVolumeWidth = round(meta.width * (meta.mpp_x or 1.0) / 1000.0, 6)
-    ds.ImagedVolumeHeight = round(meta.height * (meta.mpp_y or meta.mpp_x or 1.0) / 1000.0, 6)
+    spacing = pixel_spacing_mm(meta)
+    if spacing is not None:
+        ds.ImagedVolumeWidth = round(meta.width * spacing[1], 6)
+        ds.ImagedVolumeHeight = round(meta.height * spacing[0], 6)
     ds.ImagedVolumeDepth = 0.001
     ds.TotalPixelMatrixColumns = shape.width
     ds.TotalPixelMatrixRows = shape.height
@@ -156,7 +169,8 @@ def level_dataset(plan: DicomPlan, shape: LevelShape, uid_for: Callable[[str], s
     ds.DimensionIndexSequence = Sequence(index)
     shared = Dataset()
     measures = Dataset()
-    measures.PixelSpacing = [round(mpp_y / 1000.0, 9), round(mpp_x / 1000.0, 9)]
+    if spacing is not None:
+        measures.PixelSpacing = [round(spacing[0] * shape.downsample, 9), round(spacing[1] * shape.downsample, 9)]
     measures.SliceThickness = 0.001
     shared.PixelMeasuresSequence = Sequence([measures])
     frame_type = Dataset()

@@ -3,7 +3,8 @@
 The level-0 grid cuts a slide into square tiles of `tile` pixels (the last column and row may be
 smaller). Each tile is processed on a window that adds `overlap` pixels of context on every side,
 clipped to the slide. Level k+1 halves level k (rounding up) and tile (c, r) of level k+1 is built
-from tiles (2c..2c+1, 2r..2r+1) of level k. The pyramid stops at the first level that fits one tile.
+from tiles (2c..2c+1, 2r..2r+1) of level k. The pyramid stops at the first level that fits one tile,
+or later when `min_levels` asks for more (an input whose own pyramid goes further, with smaller tiles).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class TileGrid:
     height: int
     tile: int
     overlap: int = 0
+    min_levels: int = 1
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:
@@ -52,12 +54,13 @@ class TileGrid:
             raise ValueError("overlap must be at least 0 and less than half a tile")
 
     def levels(self) -> tuple[LevelShape, ...]:
-        """Level 0 down to the first level no larger than one tile."""
-        return _levels(self.width, self.height, self.tile)
+        """Level 0 down to the first level no larger than one tile, and at least `min_levels` levels
+        (never past a 1 x 1 level)."""
+        return _levels(self.width, self.height, self.tile, self.min_levels)
 
     @property
     def level_count(self) -> int:
-        return level_count(self.width, self.height, self.tile)
+        return len(self.levels())
 
     def level(self, level: int) -> LevelShape:
         return self.levels()[level]
@@ -85,13 +88,14 @@ class TileGrid:
 
 
 @lru_cache(maxsize=256)
-def _levels(width: int, height: int, tile: int) -> tuple[LevelShape, ...]:
+def _levels(width: int, height: int, tile: int, min_levels: int = 1) -> tuple[LevelShape, ...]:
     """Computed once per geometry: every tile of a slide asks for them."""
     shapes = []
     level = 0
     while True:
         shapes.append(LevelShape(level, width, height, _ceil_div(width, tile), _ceil_div(height, tile)))
-        if width <= tile and height <= tile:
+        fits = width <= tile and height <= tile
+        if (fits and len(shapes) >= min_levels) or (width == 1 and height == 1):
             return tuple(shapes)
         width, height, level = _ceil_div(width, 2), _ceil_div(height, 2), level + 1
 

@@ -8,6 +8,7 @@ tiles into the output files. `transforms.wsi.DeidentifyWsi` runs these steps as 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from deid.wsi import jpeg
 from deid.wsi.grid import LevelShape, TileGrid
 from deid.wsi.metadata import SlideMetadata
 from deid.wsi.scratch import Scratch, pack_pixels, unpack_pixels
-from deid.wsi.source import MAX_RAW_TILE, MIN_RAW_TILE, SlideInfo, SlideReader
+from deid.wsi.source import MAX_RAW_TILE, MIN_RAW_TILE, RawLevel, SlideInfo, SlideReader
 from deid.wsi.tiles import (
     TileBand,
     TileContext,
@@ -88,11 +89,40 @@ class SlideJob:
 
 
 def choose_tile(info: SlideInfo, settings: WsiSettings) -> int:
-    """The source's JPEG tile edge when clean tiles can be copied on it, else --tile_size."""
+    """The source's JPEG tile edge when clean tiles can be copied on it, else --tile_size.
+
+    Input levels stored on another tile edge than level 0's are re-encoded (their tiles cannot be
+    copied into the output's one grid); inputs whose tiles are not square JPEG of 128 to 2048 pixels
+    (a multiple of 16) are re-encoded whole on the --tile_size grid.
+    """
     raw = info.raw_level(1)
     if raw is not None and MIN_RAW_TILE <= raw.tile <= MAX_RAW_TILE and raw.tile % 16 == 0:
         return raw.tile
     return settings.tile_size
+
+
+def input_level_count(info: SlideInfo) -> int:
+    """Output levels needed to keep every level the input has: 1 + log2 of its largest downsample."""
+    largest = max(1.0, *info.level_downsamples)
+    return 1 + round(math.log2(largest))
+
+
+def copy_sources(info: SlideInfo, redaction: RedactionConfig) -> tuple[RawLevel, ...]:
+    """The input levels clean tiles may be copied from. With text detection on, only level 0: text
+    is searched for there, so reduced levels are rebuilt from the redacted level 0 rather than copied
+    from the input's own reduced levels, which could hold text level 0 does not."""
+    if redaction.text_mode != "off":
+        return tuple(raw for raw in info.raw_levels if raw.downsample == 1)
+    return info.raw_levels
+
+
+def aperio_layout(info: SlideInfo) -> bool:
+    """The Aperio layout is the one that carries an objective power, a thumbnail, a label and a macro:
+    Aperio inputs, inputs stating an objective power, and any vendor whose label or macro OpenSlide
+    exposes (Philips, NDPI, SCN, BIF, MIRAX), so `--label_macro blank|redact` keep them for every vendor."""
+    if info.metadata.vendor == "aperio" or info.metadata.objective_power is not None:
+        return True
+    return any(name in ASSOCIATED_KINDS for name in info.associated)
 
 
 def plan_job(
@@ -106,7 +136,8 @@ def plan_job(
 ) -> SlideJob:
     tile = choose_tile(info, settings)
     overlap = min(settings.tile_overlap, tile // 2 - 1)
-    grid = TileGrid(info.width, info.height, tile, overlap)
+    min_levels = input_level_count(info)
+    grid = TileGrid(info.width, info.height, tile, overlap, min_levels)
     levels = grid.levels()
     if len(levels) > MAX_PYRAMID_LEVELS:
         raise InputTooLargeError(
@@ -120,12 +151,13 @@ def plan_job(
         height=info.height,
         tile=tile,
         overlap=overlap,
-        codecs=level_codecs(levels, tile, info.raw_levels),
+        codecs=level_codecs(levels, tile, copy_sources(info, redaction)),
         quality=settings.jpeg_quality,
+        min_levels=min_levels,
         redaction=redaction,
         subtype=ref.subtype or "tiff",
     )
-    aperio = info.metadata.vendor == "aperio" or info.metadata.objective_power is not None
+    aperio = aperio_layout(info)
     return SlideJob(
         ref=ref,
         pseudonym=pseudonym,

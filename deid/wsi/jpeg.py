@@ -55,9 +55,35 @@ def merge_tables(tables: bytes | None, tile: bytes) -> bytes:
     return SOI + body + tile[2:]
 
 
-def encode(rgb: np.ndarray, quality: int) -> bytes:
-    """Baseline JPEG (YCbCr 4:2:0, JFIF) of an HxWx3 uint8 array."""
-    return bytes(imagecodecs.jpeg8_encode(np.ascontiguousarray(rgb), level=quality, subsampling="420"))
+# Chroma subsampling (horizontal, vertical) -> the name imagecodecs' encoder takes.
+SUBSAMPLING_NAMES = {(1, 1): "444", (2, 1): "422", (2, 2): "420"}
+
+
+def encode(rgb: np.ndarray, quality: int, subsampling: tuple[int, int] = (2, 2)) -> bytes:
+    """Baseline JPEG (YCbCr, JFIF) of an HxWx3 uint8 array; 4:2:0 unless `subsampling` says otherwise."""
+    return bytes(
+        imagecodecs.jpeg8_encode(
+            np.ascontiguousarray(rgb), level=quality, subsampling=SUBSAMPLING_NAMES[subsampling]
+        )
+    )
+
+
+def chroma_subsampling(data: bytes) -> tuple[int, int] | None:
+    """(horizontal, vertical) chroma subsampling of a 3-component JPEG stream's frame header, or None
+    when the stream has no such header or uses a layout the tile encoder cannot reproduce."""
+    try:
+        segments = _segments(data)
+    except (ValueError, struct.error):
+        return None
+    for marker, start, end in segments:
+        if marker in (0xC0, 0xC1, 0xC2) and end - start >= 19 and data[start + 9] == 3:
+            factors = [(data[start + 11 + 3 * i] >> 4, data[start + 11 + 3 * i] & 15) for i in range(3)]
+            (yh, yv), (ch, cv) = factors[0], factors[1]
+            if factors[2] != (ch, cv) or not ch or not cv or yh % ch or yv % cv:
+                return None
+            ratio = (yh // ch, yv // cv)
+            return ratio if ratio in SUBSAMPLING_NAMES else None
+    return None
 
 
 def decode(data: bytes, tables: bytes | None = None, photometric_rgb_data: bool = False) -> np.ndarray:

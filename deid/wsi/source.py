@@ -3,10 +3,11 @@
 `SlideReader` needs a local path (OpenSlide cannot read streams). OpenSlide errors latch: after one,
 the handle is closed and every later call raises `SlideReadError`; callers drop the reader.
 
-Raw tiles: for Aperio SVS and generic tiled TIFF, each OpenSlide level is one tiled TIFF page, so
-its JPEG tiles can be read and decoded directly (faster than `read_region`, same pixels: OpenSlide
-decodes with libjpeg the same way, RGB streams as RGB and YCbCr streams as YCbCr) and copied to
-the output byte for byte when no redaction touches them.
+Raw tiles: where an OpenSlide level is stored as JPEG tiles on its own grid (a tiled TIFF page of
+an Aperio, generic, Leica SCN, Ventana BIF or Philips TIFF slide, or a DICOM WSI instance; found by
+`deid.wsi.rawtiles`), its tiles are read and decoded directly (faster than `read_region`, same
+pixels: OpenSlide decodes with libjpeg the same way, RGB streams as RGB and YCbCr streams as YCbCr)
+and copied to the output byte for byte when no redaction touches them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 import struct
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,38 +25,28 @@ import tifffile
 from deid.codestream import Geometry, check_unit
 from deid.errors import InputTooLargeError, InvalidInputError, SlideReadError, UnsupportedFormatError
 from deid.settings import Box, Limits
-from deid.wsi import jpeg
+from deid.wsi import jpeg, ndpi
+from deid.wsi.formats import unsupported_reason
 from deid.wsi.metadata import TIFF_TEXT_TAGS, SlideMetadata, scrub
+from deid.wsi.rawtiles import (
+    DICOM_VENDORS,
+    MAX_RAW_TILE,
+    MIN_RAW_TILE,
+    RAW_VENDORS,
+    TRUSTED_VENDORS,
+    RawLevel,
+    TileTable,
+    find_dicom_levels,
+    find_tiff_levels,
+    same_pixels,
+    sample_tiles,
+    tiff_table,
+)
 
-RAW_VENDORS = ("aperio", "generic-tiff")
-MIN_RAW_TILE = 128
-MAX_RAW_TILE = 2048
-_TIFF_JPEG = 7
+__all__ = ["MAX_RAW_TILE", "MIN_RAW_TILE", "RawLevel", "SlideInfo", "SlideReader"]
 DEFAULT_CACHE_TILES = 12
+_TIFF_JPEG = 7
 _PHOTOMETRIC_RGB = 2
-_PHOTOMETRIC_YCBCR = 6
-
-
-@dataclass(frozen=True)
-class RawLevel:
-    """A tiled TIFF page of the input holding the JPEG tiles of one OpenSlide level."""
-
-    page: int
-    downsample: int
-    width: int
-    height: int
-    tile: int
-    rgb_samples: bool  # photometric RGB: the JPEG streams hold RGB samples (no colour transform)
-    subsampling: tuple[int, int]
-    jpegtables: bytes | None = field(repr=False)  # input bytes (sanitized): never in a log line
-
-    @property
-    def cols(self) -> int:
-        return -(-self.width // self.tile)
-
-    @property
-    def rows(self) -> int:
-        return -(-self.height // self.tile)
 
 
 @dataclass(frozen=True)
@@ -65,6 +56,7 @@ class SlideInfo:
     metadata: SlideMetadata
     raw_levels: tuple[RawLevel, ...]
     associated: tuple[str, ...]
+    level_downsamples: tuple[float, ...] = ()  # OpenSlide's, one per input level
 
     @property
     def width(self) -> int:
@@ -91,10 +83,16 @@ MAX_TIFF_PAGES = 4096
 
 
 def check_tiff_geometry(path: str) -> None:
-    """Refuse TIFF pages whose declared tile, strip or image size would force a hostile allocation."""
+    """Refuse TIFF pages whose declared tile, strip or image size would force a hostile allocation.
+
+    NDPI levels are single JPEG strips decoded one restart interval at a time: `deid.wsi.ndpi` checks those.
+    """
     with open(path, "rb") as handle:
         if handle.read(4) not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
             return
+    if ndpi.is_ndpi(path):
+        ndpi.check_ndpi(path)
+        return
     try:
         tiff = tifffile.TiffFile(path)
     except (tifffile.TiffFileError, ValueError, OSError, struct.error, IndexError, KeyError, MemoryError):
@@ -151,14 +149,13 @@ class SlideReader:
         try:
             self._slide: openslide.OpenSlide | None = openslide.OpenSlide(path)
         except openslide.OpenSlideUnsupportedFormatError:
-            raise UnsupportedFormatError(
-                "OpenSlide does not recognise this slide format; convert it to a supported format"
-            ) from None
+            raise UnsupportedFormatError(unsupported_reason(path)) from None
         except (openslide.OpenSlideError, OSError) as exc:
             raise SlideReadError(
                 f"OpenSlide cannot open this slide ({type(exc).__name__}); the file may be truncated or corrupt"
             ) from None
         self._tiff: Any = None
+        self._tables: dict[int, TileTable] = {}  # RawLevel.page -> where its stored tiles lie
         self._tile_cache: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
         # Decoded tiles kept (LRU): a band of tiles processed row by row decodes each tile once.
         self.cache_tiles = DEFAULT_CACHE_TILES
@@ -185,12 +182,19 @@ class SlideReader:
         raw_levels: tuple[RawLevel, ...] = ()
         extra_removed = 0
         vendor = properties.get("openslide.vendor", "")
-        raw_levels, extra_removed = self._raw_levels(slide, use_raw and vendor in RAW_VENDORS)
+        raw_levels, extra_removed = self._raw_levels(slide, use_raw and vendor in RAW_VENDORS, vendor)
         metadata = scrub(properties, width, height, icc, extra_removed)
         associated = tuple(sorted(slide.associated_images.keys()))
-        return SlideInfo(metadata=metadata, raw_levels=raw_levels, associated=associated)
+        return SlideInfo(
+            metadata=metadata,
+            raw_levels=raw_levels,
+            associated=associated,
+            level_downsamples=tuple(float(d) for d in slide.level_downsamples),
+        )
 
-    def _raw_levels(self, slide, use_raw: bool) -> tuple[tuple[RawLevel, ...], int]:  # type: ignore[no-untyped-def]
+    def _raw_levels(self, slide, use_raw: bool, vendor: str = "") -> tuple[tuple[RawLevel, ...], int]:  # type: ignore[no-untyped-def]
+        if vendor in DICOM_VENDORS:
+            return (self._dicom_raw_levels(slide) if use_raw else ()), 0
         try:
             tiff = tifffile.TiffFile(self.path)
         except Exception:  # noqa: BLE001 - not a TIFF (DICOM, MIRAX): no raw path
@@ -203,47 +207,76 @@ class SlideReader:
         if not use_raw:
             tiff.close()
             return (), text_tags
-        tiled = [i for i, page in enumerate(tiff_pages(tiff)) if page.is_tiled]
-        file_size = os.path.getsize(self.path)
-        levels: list[RawLevel] = []
-        width0, height0 = slide.dimensions
-        for level_index, (w, h) in enumerate(slide.level_dimensions):
-            if level_index >= len(tiled):
-                break
-            page = tiff.pages[tiled[level_index]]
-            downsample = round(slide.level_downsamples[level_index])
-            if downsample & (downsample - 1) or not _raw_page_ok(page, w, h, file_size):
-                continue
-            expected_w, expected_h = width0, height0
-            d = 1
-            while d < downsample:
-                expected_w, expected_h, d = -(-expected_w // 2), -(-expected_h // 2), d * 2
-            if abs(expected_w - w) > 1 or abs(expected_h - h) > 1:
-                continue
-            levels.append(
-                RawLevel(
-                    page=tiled[level_index],
-                    downsample=downsample,
-                    width=w,
-                    height=h,
-                    tile=page.tilewidth,  # type: ignore[union-attr]
-                    rgb_samples=page.photometric == _PHOTOMETRIC_RGB,  # type: ignore[union-attr]
-                    subsampling=tuple(page.subsampling or (1, 1)),  # type: ignore[union-attr]
-                    jpegtables=_clean_tables(page.jpegtables),
-                )
-            )
-        if not levels or levels[0].downsample != 1:
-            tiff.close()
-            return (), text_tags
+        try:
+            found = find_tiff_levels(slide, tiff, tiff_pages(tiff), vendor, os.path.getsize(self.path))
+        except Exception:  # noqa: BLE001 - a page tifffile cannot describe: OpenSlide reads the slide
+            found = []
         self._tiff = tiff
-        return tuple(levels), text_tags
+        self._tables = {raw.page: tiff_table(tiff, raw.page) for _, raw in found}
+        levels = self._checked(slide, found, vendor)
+        if not levels or levels[0].downsample != 1:
+            self._drop_raw()
+            return (), text_tags
+        return levels, text_tags
+
+    def _dicom_raw_levels(self, slide) -> tuple[RawLevel, ...]:  # type: ignore[no-untyped-def]
+        found, tables = find_dicom_levels(slide, self.path, lambda table: self._stored_bytes(table, 0))
+        self._tables = dict(enumerate(tables))
+        levels = self._checked(slide, found, "dicom")
+        if not levels or levels[0].downsample != 1:
+            self._drop_raw()
+            return ()
+        return levels
+
+    def _checked(self, slide, found: list[tuple[int, RawLevel]], vendor: str) -> tuple[RawLevel, ...]:  # type: ignore[no-untyped-def]
+        """The levels whose sample stored tiles decode as OpenSlide shows them (all, for Aperio and
+        generic TIFF, where OpenSlide's layout is one tiled page per level)."""
+        if vendor in TRUSTED_VENDORS:
+            return tuple(raw for _, raw in found)
+        kept = []
+        for level_index, raw in found:
+            try:
+                ok = self._matches_openslide(slide, level_index, raw)
+            except Exception:  # noqa: BLE001 - a tile that cannot be read or decoded here is not copied
+                ok = False
+            if ok:
+                kept.append(raw)
+            self._tile_cache.clear()
+        return tuple(kept)
+
+    def _matches_openslide(self, slide, level_index: int, raw: RawLevel) -> bool:  # type: ignore[no-untyped-def]
+        table = self._tables[raw.page]
+        picks = sample_tiles(raw, lambda index: bool(table.counts[index] > 0))
+        scale = slide.level_downsamples[level_index]
+        for c, r in picks:
+            col, row = raw.col0 + c, raw.row0 + r
+            w = min(raw.tile, raw.valid_width - c * raw.tile)
+            h = min(raw.tile, raw.valid_height - r * raw.tile)
+            if w <= 0 or h <= 0:
+                continue
+            stored = self.decoded_tile(raw, col, row)
+            if stored is None:
+                return False
+            location = (round(col * raw.tile * scale), round(row * raw.tile * scale))
+            shown = rgba_to_rgb(np.asarray(slide.read_region(location, level_index, (w, h))))
+            if not same_pixels(stored[:h, :w], shown):
+                return False
+        return bool(picks)
+
+    def _drop_raw(self) -> None:
+        for table in self._tables.values():
+            table.close()
+        self._tables = {}
+        if self._tiff is not None:
+            self._tiff.close()
+            self._tiff = None
 
     # -- pixels ----------------------------------------------------------------------------------
 
     def read_window(self, box: Box, grid_tile: int | None = None) -> np.ndarray:
         """Level-0 pixels of `box` as HxWx3 uint8 RGB (transparent areas white)."""
         raw = self.info.raw_level(1)
-        if raw is not None and self._tiff is not None and grid_tile in (None, raw.tile):
+        if raw is not None and raw.page in self._tables and grid_tile in (None, raw.tile):
             return self._read_raw_window(raw, box)
         return self.read_region(box)
 
@@ -262,25 +295,42 @@ class SlideReader:
         return rgba_to_rgb(np.asarray(image))
 
     def _read_raw_window(self, raw: RawLevel, box: Box) -> np.ndarray:
-        out = np.empty((box.height, box.width, 3), np.uint8)
+        """From the stored tiles; what lies outside them (an SCN collection around its main image, a
+        missing tile of a sparse slide) is white, as OpenSlide's transparent pixels are."""
+        out = np.full((box.height, box.width, 3), 255, np.uint8)
         t = raw.tile
+        x_end = raw.col0 * t + raw.valid_width
+        y_end = raw.row0 * t + raw.valid_height
         for row in range(box.y // t, (box.y + box.height - 1) // t + 1):
             for col in range(box.x // t, (box.x + box.width - 1) // t + 1):
-                tile = self.decoded_tile(raw, col, row)
                 x0, y0 = max(box.x, col * t), max(box.y, row * t)
-                x1 = min(box.x + box.width, (col + 1) * t, raw.width)
-                y1 = min(box.y + box.height, (row + 1) * t, raw.height)
+                x1 = min(box.x + box.width, (col + 1) * t, x_end)
+                y1 = min(box.y + box.height, (row + 1) * t, y_end)
+                if x1 <= x0 or y1 <= y0:
+                    continue
+                tile = self.decoded_tile(raw, col, row)
+                if tile is None:
+                    continue
                 out[y0 - box.y : y1 - box.y, x0 - box.x : x1 - box.x] = tile[
                     y0 - row * t : y1 - row * t, x0 - col * t : x1 - col * t
                 ]
         return out
 
-    def decoded_tile(self, raw: RawLevel, col: int, row: int) -> np.ndarray:
+    def has_tile(self, raw: RawLevel, col: int, row: int) -> bool:
+        """Level tile (col, row) is a stored tile of `raw` (inside its grid and not missing)."""
+        index = raw.stored_index(col, row)
+        table = self._tables.get(raw.page)
+        return index is not None and table is not None and index < table.counts.size and table.counts[index] > 0
+
+    def decoded_tile(self, raw: RawLevel, col: int, row: int) -> np.ndarray | None:
+        """The stored tile at level tile (col, row), decoded; None where no tile is stored."""
         key = (raw.page, col, row)
         cached = self._tile_cache.get(key)
         if cached is not None:
             self._tile_cache.move_to_end(key)
             return cached
+        if not self.has_tile(raw, col, row):
+            return None
         data = self.raw_tile(raw, col, row)
         # The tile's SOF must declare the page's tile size before libjpeg allocates what it declares.
         check_unit(data, "jpeg", Geometry(raw.tile, raw.tile, 3), f"a JPEG tile of level {raw.downsample}x")
@@ -300,26 +350,31 @@ class SlideReader:
         return tile
 
     def raw_tile(self, raw: RawLevel, col: int, row: int) -> bytes:
-        """The tile's JPEG stream as stored (abbreviated when the page has JPEGTables), text stripped."""
-        if self._tiff is None:
+        """The stored JPEG stream of level tile (col, row) (abbreviated when the page has JPEGTables),
+        text stripped."""
+        table = self._tables.get(raw.page)
+        if table is None:
             raise SlideReadError("raw tile access is not available for this slide")
-        page = self._tiff.pages[raw.page]
-        index = row * raw.cols + col
-        offsets, counts = page.dataoffsets, page.databytecounts
-        if index >= min(len(offsets), len(counts)):
+        index = raw.stored_index(col, row)
+        if index is None or index >= min(table.offsets.size, table.counts.size):
             raise SlideReadError(
                 "the TIFF declares more tiles than it stores offsets for; the slide is damaged"
             )
-        offset, count = offsets[index], counts[index]
-        handle = self._tiff.filehandle
-        handle.seek(offset)
-        data = handle.read(count)
-        if len(data) != count or count == 0:
-            raise SlideReadError("a tile lies beyond the end of the file; the slide is truncated")
+        data = self._stored_bytes(table, index)
         try:
             return jpeg.strip_metadata(data)
         except ValueError:
             raise SlideReadError("a JPEG tile is malformed") from None
+
+    @staticmethod
+    def _stored_bytes(table: TileTable, index: int) -> bytes:
+        offset, count = int(table.offsets[index]), int(table.counts[index])
+        handle = table.handle
+        handle.seek(offset)
+        data = handle.read(count)
+        if len(data) != count or count == 0:
+            raise SlideReadError("a tile lies beyond the end of the file; the slide is truncated")
+        return bytes(data)
 
     def thumbnail(self, max_side: int = 512) -> np.ndarray:
         """The whole slide at most `max_side` pixels a side (OpenSlide reads its smallest level)."""
@@ -344,9 +399,7 @@ class SlideReader:
         if self._slide is not None:
             self._slide.close()
             self._slide = None
-        if self._tiff is not None:
-            self._tiff.close()
-            self._tiff = None
+        self._drop_raw()
         self._tile_cache.clear()
 
 
@@ -361,35 +414,6 @@ def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
     if rgba.ndim == 2:
         return np.repeat(rgba[:, :, None], 3, axis=2)
     return np.ascontiguousarray(rgba[:, :, :3])
-
-
-def _raw_page_ok(page, width: int, height: int, file_size: int) -> bool:  # type: ignore[no-untyped-def]
-    if not page.is_tiled or page.compression != _TIFF_JPEG:
-        return False
-    if page.imagewidth != width or page.imagelength != height:
-        return False
-    if page.tilewidth != page.tilelength or page.tilewidth % 16:
-        return False
-    if not MIN_RAW_TILE <= page.tilewidth <= MAX_RAW_TILE:
-        return False
-    if page.samplesperpixel != 3 or page.bitspersample != 8 or page.planarconfig != 1:
-        return False
-    if page.photometric not in (_PHOTOMETRIC_RGB, _PHOTOMETRIC_YCBCR):
-        return False
-    if getattr(page, "tiledepth", 1) != 1 or getattr(page, "imagedepth", 1) != 1:
-        return False
-    offsets = np.asarray(page.dataoffsets, dtype=np.int64)
-    counts = np.asarray(page.databytecounts, dtype=np.int64)
-    return bool(counts.size) and bool((counts > 0).all()) and bool(((offsets + counts) <= file_size).all())
-
-
-def _clean_tables(tables: bytes | None) -> bytes | None:
-    if not tables:
-        return None
-    try:
-        return jpeg.strip_metadata(bytes(tables))
-    except ValueError:
-        return None
 
 
 def check_limits(info: SlideInfo, file_bytes: int, limits: Limits) -> None:

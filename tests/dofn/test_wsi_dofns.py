@@ -37,7 +37,8 @@ def test_dofns_one_by_one(tmp_path: Path) -> None:
     prepare = _PrepareSlide(settings, root)
     prepare.setup()
     (job,) = list(prepare.process(SlideUnit.single(ref)))
-    assert job.context.tile == 256 and len(job.levels) == 2
+    # levels 0 and 1 down to one tile, and level 2 because the input has a 4x level
+    assert job.context.tile == 256 and len(job.levels) == 3
     redact = _RedactTiles(root)
     redact.setup()
     from deid.wsi.job import tile_tasks
@@ -47,16 +48,17 @@ def test_dofns_one_by_one(tmp_path: Path) -> None:
         records.extend(redact.process(task))
     redact.teardown()
     assert all(r.origin == "source" and not r.failed for r in records)
-    parents = _BuildParents(root, 1)
+    parents = _BuildParents(root, 1, 2)
     parents.setup()
-    (top,) = list(parents.process(((job.slide_id, 0, 0), records), {job.slide_id: job.context}))
+    upper = list(parents.process(((job.slide_id, 0, 0), records), {job.slide_id: job.context}))
+    assert [(r.level, r.origin) for r in upper] == [(1, "scratch"), (2, "source")]
     writer = _WriteSlide(settings, root)
     writer.setup()
-    (audit,) = list(writer.process((job, [*records, top])))
+    (audit,) = list(writer.process((job, [*records, *upper])))
     assert isinstance(audit, AuditRecord)
     assert audit.outputs == (f"wsi/{KEY.pseudonym('wsi', ref.sha256)}.svs",)
     assert (tmp_path / "out" / audit.outputs[0]).exists()
-    assert audit.actions["tiles_passthrough"] == 4 and audit.actions["tiles_reencoded"] == 1
+    assert audit.actions["tiles_passthrough"] == 5 and audit.actions["tiles_reencoded"] == 1
 
 
 def test_prepare_rejects_too_large(tmp_path: Path) -> None:
