@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.multival import MultiValue
 
 from deid.classify import looks_like_raw_dicom
@@ -103,7 +103,7 @@ def _read_dicom(data: bytes, limits: Limits, strip_private: list[tuple[int, list
     except RecursionError:
         raise InvalidInputError("malformed DICOM: sequences nested too deeply to parse") from None
     except (ValueError, TypeError, KeyError, EOFError, OSError, AttributeError, NotImplementedError,
-            UnicodeError, OverflowError, IndexError) as exc:
+            UnicodeError, OverflowError, IndexError, BytesLengthException) as exc:
         raise InvalidInputError(
             f"malformed DICOM: pydicom could not parse the dataset ({type(exc).__name__}); re-export the file"
         ) from None

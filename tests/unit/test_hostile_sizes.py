@@ -40,8 +40,10 @@ def _measured(code: str, *args: str) -> tuple[dict[str, str], int]:
     wrapper = (
         "import json, resource, sys\n"
         f"{code}\n"
-        "usage = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        # VmHWM, not RUSAGE_SELF: Linux keeps ru_maxrss across exec, so a child forked from a large
+        # pytest process would report the parent's size (VmHWM belongs to the new address space).
+        "hwm = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
+        "usage = max(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
         "print(json.dumps({**result, 'peak_kib': usage}))\n"
     )
     done = subprocess.run(
