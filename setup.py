@@ -38,7 +38,11 @@ EXTRAS = {
         "deid-data>=0.0.20",
         # The WSI fidelity test's peer (a plain pyvips rewrite); libvips comes in the pyvips-binary wheel.
         "pyvips[binary]>=2.2",
+        f"apache-beam[dask]=={BEAM_VERSION}",
     ],
+    # On-premises scale: Beam's DaskRunner over a dask.distributed cluster (README "On-premises
+    # cluster"), pinned to the Beam version above. The test extra brings it too, for its e2e test.
+    "dask": [f"apache-beam[dask]=={BEAM_VERSION}"],
     "bench": [
         "dicognito>=0.17",
         "pyvips[binary]>=2.2",

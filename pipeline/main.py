@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -28,11 +29,16 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (
+    DirectOptions,
     GoogleCloudOptions,
     PipelineOptions,
     SetupOptions,
     StandardOptions,
 )
+from apache_beam.portability.api import beam_provision_api_pb2
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.runners.portability.portable_runner import JobServiceHandle
+from apache_beam.runners.runner import PipelineRunner
 
 from deid.classify import WSI_OUTPUT_SUBTYPE, InputRef
 from deid.cloud.healthcare import HealthcareSettings, preflight
@@ -51,6 +57,7 @@ from deid.settings import (
     split_list,
     split_tag_list,
 )
+from pipeline.cluster import check_dask_request, dask_runner_if_asked, is_dask_runner
 from pipeline.manifest import new_run_id, write_manifest
 from pipeline.options import DeidOptions, check_argv
 from transforms.common import DeidOutputs, ToDeadLetters
@@ -280,15 +287,30 @@ def _check_input_matches(location: str | None) -> None:
         raise ConfigError("--input matches no file; check the path or pattern")
 
 
+# Without --runner: one SDK worker process per this many input files, up to all cores; an input
+# too small for two runs in this process. Two worker processes cost ~8-10 s of CPU and 4-5 s on an
+# idle 2-core machine to start and stop (each imports Beam and our code, ~3.3 s of CPU): measured,
+# they break even with one process at about 1,000 CT files on idle cores and lose on busy ones
+# (README "Benchmarks"), so they start from 2,000 files.
+LOCAL_FILES_PER_WORKER = 1000
+_DIRECT_MODE = "--direct_running_mode"
+_DIRECT_WORKERS = "--direct_num_workers"
+
+
 def pipeline_options_from_argv(argv: Sequence[str]) -> PipelineOptions:
-    """Beam's options for `argv`; a malformed DeidOptions value raises ConfigError."""
+    """Beam's options for `argv`; a malformed DeidOptions value raises ConfigError.
+
+    Without --runner the run is local (`default_runner`), on all cores when the input is large
+    enough (`use_the_machine`).
+    """
     check_argv(argv)
     options = PipelineOptions(list(argv))
     standard = options.view_as(StandardOptions)
+    deid_options = options.view_as(DeidOptions)
     if not standard.runner:
         standard.runner = "DirectRunner"
-    deid_options = options.view_as(DeidOptions)
-    local = standard.runner in StandardOptions.LOCAL_RUNNERS
+        use_the_machine(options, argv, deid_options.input)
+    local = standard.runner in StandardOptions.LOCAL_RUNNERS or is_dask_runner(standard.runner)
     uses_gcs = any(
         (value or "").startswith("gs://")
         for value in (deid_options.input, deid_options.output, deid_options.linkage_output, deid_options.deid_key_file)
@@ -300,15 +322,74 @@ def pipeline_options_from_argv(argv: Sequence[str]) -> PipelineOptions:
     return options
 
 
+def use_the_machine(options: PipelineOptions, argv: Sequence[str], location: str | None) -> None:
+    """Local parallelism of a run without --runner, unless the user's own --direct_* options say.
+
+    Neither --direct_running_mode nor --direct_num_workers given: `multi_processing` with one worker
+    per LOCAL_FILES_PER_WORKER input files, up to os.cpu_count(); with fewer than two such workers,
+    one in-process worker (`in_memory`), since worker processes would cost more than they save.
+    Only a mode given: os.cpu_count() workers for a parallel mode. Only a number of workers given:
+    `multi_processing` for more than one. DICOMweb and Healthcare API sources run in process.
+    """
+    given = {arg.split("=", 1)[0] for arg in argv}
+    direct = options.view_as(DirectOptions)
+    cores = os.cpu_count() or 1
+    if _DIRECT_MODE in given and _DIRECT_WORKERS in given:
+        return
+    if _DIRECT_MODE in given:
+        direct.direct_num_workers = 1 if direct.direct_running_mode == "in_memory" else cores
+        return
+    if _DIRECT_WORKERS in given:
+        workers = direct.direct_num_workers or cores
+        direct.direct_running_mode = "multi_processing" if workers > 1 else "in_memory"
+        return
+    workers = min(cores, _count_inputs(location, cores * LOCAL_FILES_PER_WORKER) // LOCAL_FILES_PER_WORKER)
+    if workers >= 2:
+        direct.direct_running_mode, direct.direct_num_workers = "multi_processing", workers
+    else:
+        direct.direct_running_mode, direct.direct_num_workers = "in_memory", 1
+
+
+def _count_inputs(location: str | None, limit: int) -> int:
+    """How many files --input matches, counting up to `limit`; 0 when it cannot be listed (the run
+    reports that itself, before any work)."""
+    if not location:
+        return 0
+    try:
+        return len(FileSystems.match([input_pattern(location)], limits=[limit])[0].metadata_list)
+    except Exception:  # noqa: BLE001 - a listing failure is _check_input_matches's to report
+        return 0
+
+
+def default_runner(argv: Sequence[str], options: PipelineOptions) -> PipelineRunner | None:
+    """The runner of a run without --runner, else None (the runner --runner names).
+
+    Beam's FnApiRunner, in this process or in `multi_processing` SDK worker processes (the options
+    of `use_the_machine`), made here rather than through the DirectRunner: Beam 2.77's DirectRunner
+    first tries the Prism runner for every pipeline Prism supports, which downloads a binary, and
+    falls back to the BundleBasedDirectRunner (no worker processes) when it cannot. The pipeline
+    options go to the worker processes as the DirectRunner sends them.
+    """
+    if PipelineOptions(list(argv)).view_as(StandardOptions).runner:
+        return None
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return fn_runner.FnApiRunner(provision_info=provision)
+
+
 def run(argv: Sequence[str] | None = None) -> beam.runners.runner.PipelineResult:
     """Parse argv, build and run the pipeline; wait for it when running locally. The run writes its
     own record files and, when it ends (or is submitted to a remote runner), its manifest."""
-    options = pipeline_options_from_argv(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    check_dask_request(argv)
+    options = pipeline_options_from_argv(argv)
     deid_options = options.view_as(DeidOptions)
     started = dt.datetime.now(dt.UTC)
     run_id = new_run_id(started)
     settings = dataclasses.replace(settings_from_options(deid_options, load_key(deid_options)), run_id=run_id)
-    local = options.view_as(StandardOptions).runner in StandardOptions.LOCAL_RUNNERS
+    runner_name = options.view_as(StandardOptions).runner
+    # A Dask job is this process's too: it dies with its client, so the launcher waits and cleans up.
+    local = runner_name in StandardOptions.LOCAL_RUNNERS or is_dask_runner(runner_name)
     own_scratch = None
     if local:
         # One scratch directory per run, which this process removes when the run ends.
@@ -317,7 +398,8 @@ def run(argv: Sequence[str] | None = None) -> beam.runners.runner.PipelineResult
     _check_input_matches(deid_options.input)
     _check_output_writable(settings.output)
     _preflight_cloud(deid_options)
-    pipeline = beam.Pipeline(options=options)
+    runner = dask_runner_if_asked(options, settings) or default_runner(argv, options)
+    pipeline = beam.Pipeline(runner=runner, options=options)
     build_pipeline(pipeline, options, settings)
     try:
         result = pipeline.run()
@@ -360,7 +442,9 @@ def help_text() -> str:
         "python -m pipeline --input INPUT --output OUTPUT [options]",
         epilog="Apache Beam pipeline options (--runner, --project, --region, --temp_location, "
         "--direct_running_mode, ...) are accepted as well. Without --runner the job runs locally "
-        "on the DirectRunner.",
+        "on the DirectRunner's engine (FnApiRunner), on all cores (multi_processing) for inputs of "
+        f"at least {2 * LOCAL_FILES_PER_WORKER} files unless --direct_running_mode or "
+        "--direct_num_workers say otherwise.",
     )
     DeidOptions._add_argparse_args(parser)
     return parser.format_help()
@@ -394,6 +478,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for handler in handlers:
             handler.removeFilter(quiet)
-    output = pipeline_options_from_argv(args).view_as(DeidOptions).output
+    output = PipelineOptions(args).view_as(DeidOptions).output
     print(f"done: results under {output} (audit/, dead_letter/, dicom/, wsi/)")
     return 0

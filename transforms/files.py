@@ -3,7 +3,7 @@
 Reading inputs (`read_all`, `iter_chunks`, `sha256_and_head`, `open_input`); publishing outputs
 under OUTPUT atomically (`write_atomically` for bytes, `publish_file` and `publish` for local files
 such as a pyramid larger than memory), all by one protocol, `_stage` then `_rename_into_place`;
-scratch storage for WSI tile pixels (`LocalScratch`, `FileSystemsScratch`, `make_scratch`); local
+scratch storage for WSI pyramid batches (`LocalScratch`, `FileSystemsScratch`, `make_scratch`); local
 copies of slides for OpenSlide (`localized`) and the per-worker cache of open slides (`SlideReaders`).
 
 A full disk is not an input's failure: every write here turns an OSError ENOSPC/EDQUOT into
@@ -344,6 +344,10 @@ class LocalScratch:
         self._dirs = {d for d in self._dirs if not (d == target or d.startswith(target + os.sep))}
         shutil.rmtree(target, ignore_errors=True)
 
+    def local_path(self, name: str, directory: str) -> str:
+        del directory  # already on a local disk
+        return self._path(name)
+
 
 class FileSystemsScratch:
     """Scratch on any Beam filesystem (gs:// on Dataflow, where workers share no local disk)."""
@@ -365,6 +369,18 @@ class FileSystemsScratch:
     def delete(self, name: str) -> None:
         with contextlib.suppress(Exception):  # a leftover scratch file is harmless
             FileSystems.delete([self._path(name)])
+
+    def local_path(self, name: str, directory: str) -> str:
+        """A copy in the local `directory`, streamed in READ_CHUNK pieces."""
+        target = os.path.join(directory, name.replace("/", "_"))
+        if not os.path.exists(target):
+            with (
+                no_space_is_fatal(),
+                FileSystems.open(self._path(name), compression_type=RAW) as src,
+                open(target, "wb") as dst,
+            ):
+                shutil.copyfileobj(src, dst, READ_CHUNK)
+        return target
 
     def delete_prefix(self, prefix: str) -> None:
         pattern = f"{self._path(prefix.rstrip('/'))}/**"

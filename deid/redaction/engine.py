@@ -79,11 +79,14 @@ def redact_window(
     *,
     black_value: int | float = 0,
     params: DetectParams = DEFAULT_PARAMS,
+    gray: np.ndarray | None = None,
 ) -> RedactionOutcome:
     """Redact the `core` of an overlapped `window` whose pixel (0, 0) is level-0 `window_origin`.
 
     `window` is H x W or H x W x C (uint8 for text detection and inpaint); `core` must lie inside
-    it. Returns the core's pixels (a new array) and the level-0 boxes redacted within the core.
+    it. `gray`, when given, is `detect.to_gray(window)` made by the caller (a slide band makes it
+    once for all its windows), which text detection then reads. Returns the core's pixels (a new
+    array) and the level-0 boxes redacted within the core.
     """
     ox, oy = window_origin
     height, width = window.shape[:2]
@@ -100,7 +103,7 @@ def redact_window(
         if clipped is not None:
             found.append(clipped)
     if config.text_mode != "off":
-        found.extend(_text_boxes(window, (ox, oy), core, config, params))
+        found.extend(_text_boxes(window, (ox, oy), core, config, params, gray))
     boxes = geometry.unique(found)
     if not boxes:
         return RedactionOutcome(np.array(core_pixels, copy=True), False, ())
@@ -129,7 +132,12 @@ def redact_image(
 
 
 def _text_boxes(
-    window: np.ndarray, origin: tuple[int, int], core: Box, config: RedactionConfig, params: DetectParams
+    window: np.ndarray,
+    origin: tuple[int, int],
+    core: Box,
+    config: RedactionConfig,
+    params: DetectParams,
+    gray: np.ndarray | None = None,
 ) -> list[Box]:
     """Detected (and, in ocr mode, confirmed) text boxes touching the core, level-0, clipped to it."""
     ox, oy = origin
@@ -141,7 +149,7 @@ def _text_boxes(
     sub = window[ty:, tx:]
     if sub.shape[0] == 0 or sub.shape[1] == 0:
         return []
-    candidates = detect_text_boxes(sub, params)
+    candidates = detect_text_boxes(sub if gray is None else gray[ty:, tx:], params)
     sx, sy = ox + tx, oy + ty
     touching = [
         b for b in candidates if geometry.intersect(Box(b.x + sx, b.y + sy, b.width, b.height), core) is not None
