@@ -58,6 +58,7 @@ from deid.verify.harvest import (
 from deid.verify.scan import TEXT_SNIFF_BYTES, looks_like_text, scan_output, scan_text_output
 from deid.verify.tiffwalk import TiffParseError
 from deid.verify.values import LeakHit, PhiValue
+from pipeline.cli import HelpFormatter, OneLineParser
 from pipeline.main import settings_from_options
 from pipeline.options import DeidOptions, check_argv
 from transforms.files import RAW, TMP_DIR, read_all, sha256_and_head
@@ -272,8 +273,9 @@ def _profile_from(extra: Sequence[str], input_location: str, output_location: st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m pipeline.verify",
+        formatter_class=HelpFormatter,
         description="Scan a de-identified OUTPUT tree for identifying values of INPUT. "
         "Exit 0 clean, 1 leak, 2 when the check cannot be made.",
         epilog="Other arguments are the run's profile options (--retain_long_full_dates, --keep, ...).",

@@ -61,6 +61,7 @@ _KEYWORD = r"[A-Za-z][A-Za-z0-9]*"
 _TAG_OR_KEYWORD = rf"({_TAG}|{_KEYWORD})"
 _PRIVATE = r"[^:,\r\n]+:[0-9A-Fa-f]{4},[0-9A-Fa-f]{2}"
 _STORE = r"projects/[a-z0-9-]+/locations/[a-z0-9-]+/datasets/[A-Za-z0-9_.-]+/dicomStores/[A-Za-z0-9_.-]+"
+_SUBSCRIPTION = r"projects/[a-z][a-z0-9.:-]*[a-z0-9]/subscriptions/[A-Za-z][A-Za-z0-9._~%+-]{2,254}"
 _URL = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?"
 
 # Text options with a known shape. An empty value means "not set" where the option's default is "".
@@ -75,8 +76,11 @@ TEXT_REGEXES: dict[str, str] = {
     "healthcare_keep_list": rf"^({_KEYWORD}( *, *{_KEYWORD})*)?$",
     "healthcare_remove_list": rf"^({_KEYWORD}( *, *{_KEYWORD})*)?$",
     "healthcare_api_endpoint": rf"^{_URL}$",
+    "deid_key_secret": r"^projects/[a-z0-9-]+/(locations/[a-z0-9-]+/)?secrets/[A-Za-z0-9_-]+/versions/([0-9]+|latest)$",
+    "secret_manager_endpoint": rf"^{_URL}$",
     "dicomweb_source": rf"^{_URL}$",
     "dicomweb_destination": rf"^{_URL}$",
+    "input_subscription": rf"^{_SUBSCRIPTION}(,{_SUBSCRIPTION})*$",
 }
 # Text options added later and not described above: anything on one line without control characters.
 FALLBACK_TEXT_REGEX = r"^[^\x00-\x1f\x7f]*$"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Launch the Flex Template as a Dataflow job.
 #
-#   templates/run.sh input=gs://BUCKET/studies/ deid_key_file=gs://AUDIT/keys/deid.key [name=value ...]
+#   templates/run.sh input=gs://BUCKET/studies/ deid_key_secret=projects/P/secrets/S/versions/1 [name=value ...]
 #
 # Arguments are template parameters (names from templates/metadata.json; unknown names are refused).
 # output defaults to gs://<output bucket>/<job name>/.

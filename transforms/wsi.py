@@ -1,20 +1,22 @@
-"""Whole-slide images: fan a slide out into tiles, redact them in parallel, rebuild the pyramid.
+"""Whole-slide images: fan a slide out into bands of tiles, redact them in parallel, rebuild the pyramid.
 
-Stages (all elements are small; pixels wait in scratch storage):
+Stages (all elements are small: coordinates, references, or one compressed tile):
 
 1. DICOM-WSI files are grouped into slides by a keyed hash of their SeriesInstanceUID.
 2. `_PrepareSlide` first probes the slide in a spawned process (`deid.wsi.probe`), so a native
    decoder crash dead-letters the slide instead of killing the worker; then it opens the slide,
    checks limits, scrubs metadata and handles label and macro. It emits a `SlideJob`.
-3. The job fans out into `TileBand`s (blocks of up to 16 rows x 8 columns of level-0 tiles), reshuffled over
-   workers; `_RedactTiles` redacts each tile of a band on its overlapped window, read through a
-   per-reader cache of decoded tiles (each tile decoded once), and emits a `TileRecord` per tile.
-4. The further levels are built PYRAMID_LEVELS_PER_STAGE at a time: records are grouped by their
-   ancestor that many levels up, and `_BuildParents` makes each parent from its 2x2 children, level
-   after level inside the block (a fixed number of stages, since the level count is known only at
-   run time; slides with fewer levels just stop). Fewer, larger groups than one stage per level: each
-   stage costs every run a bundle round trip, even with no slides.
-5. `_WriteSlide` joins a job with all its records, streams the TIFF and/or DICOM output to a local
+3. The job fans out into `TileBand`s (squares of 2**k level-0 tiles, about 4096 pixels a side),
+   reshuffled over workers. `_RedactTiles` redacts each tile of a band on its overlapped window
+   (each stored tile decoded once, by a thread pool) and builds the band's reduced levels up to its
+   one top tile in memory (`deid.wsi.pyramid.build_band`). It writes the band's re-encoded tiles to
+   ONE scratch batch and emits a `BlockResult` (the batch's index) and a `TopTile` (the top tile's
+   half-size pixels, zstd-compressed) for the next stage.
+4. The levels above the bands are built PYRAMID_LEVELS_PER_STAGE at a time: top tiles are grouped by
+   their ancestor that many levels up, and `_BuildParents` builds the levels in between the same way
+   (a fixed number of stages, since the level count is known only at run time; slides whose bands
+   reach the top just stop). Each stage costs every run a bundle round trip, even with no slides.
+5. `_WriteSlide` joins a job with all its blocks, streams the TIFF and/or DICOM output to a local
    file, re-harvests the input's identifying values (tags and path only) and searches every staged
    output for them (`deid.wsi.leakcheck`), then publishes each output (`transforms.files.publish`:
    staged under OUTPUT/.tmp/, renamed into place) and emits the audit record. On a hit the outputs
@@ -28,10 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import apache_beam as beam
@@ -42,12 +46,13 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from deid.classify import InputRef
-from deid.errors import InputTooLargeError, InvalidInputError, LeakDetectedError, SlideReadError
+from deid.errors import InputTooLargeError, InvalidInputError, LeakDetectedError
 from deid.qa.report import QaEntry
 from deid.records import AuditRecord
 from deid.redaction.engine import RedactionConfig
 from deid.settings import RunSettings
 from deid.verify.scan import quarantine_relpath, summarize
+from deid.wsi.blocks import BlockResult, TopTile, copies_from_input, error_parts, failed_block
 from deid.wsi.formats import require_volume
 from deid.wsi.job import (
     MAX_PYRAMID_LEVELS,
@@ -55,23 +60,15 @@ from deid.wsi.job import (
     SlideUnit,
     band_tasks,
     keep_associated,
-    load_top,
     plan_job,
 )
 from deid.wsi.leakcheck import harvest_slide, scan_outputs
 from deid.wsi.probe import probe_isolated
+from deid.wsi.pyramid import build_band, build_block, fetcher
 from deid.wsi.qa import INPUT_THUMBNAIL_SIDE, slide_entry
 from deid.wsi.source import SlideReader, check_limits
-from deid.wsi.tiles import (
-    TileBand,
-    TileContext,
-    TileRecord,
-    TileTask,
-    build_parent,
-    failure,
-    redact_level0_tile,
-)
-from deid.wsi.writer import write_outputs
+from deid.wsi.tiles import TileBand, TileContext
+from deid.wsi.writer import WrittenSlide, write_outputs
 from transforms.common import (
     METRICS_NAMESPACE,
     DeidOutputs,
@@ -89,11 +86,16 @@ from transforms.files import (
     publish,
     scratch_root,
 )
+from transforms.progress import level0_tiles, slide_tiles, tap
 from transforms.qa import QA_TAG
+from transforms.review import held_audit, hold_slide
 
-# Pyramid levels built per stage (see the module docstring): 15 levels take 5 stages, and a block
-# at level 0 is 8x8 tiles, small enough to keep a large slide's level 1 spread over many workers.
+# Pyramid levels built per stage above the bands (see the module docstring): a band builds at least
+# one level, so the other 14 of at most 16 take 5 stages; a group is the 8x8 top tiles below one tile
+# three levels up.
 PYRAMID_LEVELS_PER_STAGE = 3
+UPPER_STAGES = -(-(MAX_PYRAMID_LEVELS - 2) // PYRAMID_LEVELS_PER_STAGE)
+TOPS_TAG = "tops"
 
 
 class DeidentifyWsi(beam.PTransform):
@@ -132,25 +134,25 @@ class DeidentifyWsi(beam.PTransform):
         jobs = prepared_good
         contexts = beam.pvalue.AsDict(jobs | "Contexts" >> beam.Map(lambda job: (job.slide_id, job.context)))
 
-        # Bands of level-0 tiles: each overlapped window is read from a per-reader cache of decoded
-        # tiles, so a band decodes each of its tiles (and of its one-tile ring) once.
+        # Bands of level-0 tiles with the levels inside them, in memory; scratch only at band edges.
         bands = jobs | "TileBands" >> beam.FlatMap(band_tasks) | "SpreadBands" >> beam.Reshuffle()
-        level0 = bands | "RedactTiles" >> beam.ParDo(_RedactTiles(scratch))
-        levels = [level0]
-        current = level0
-        for first in range(1, MAX_PYRAMID_LEVELS, PYRAMID_LEVELS_PER_STAGE):
-            count = min(PYRAMID_LEVELS_PER_STAGE, MAX_PYRAMID_LEVELS - first)
+        level0 = bands | "RedactTiles" >> beam.ParDo(_RedactTiles(scratch)).with_outputs(TOPS_TAG, main="blocks")
+        tap(jobs, "ProgressSlideTiles", settings.progress_dir, slide_tiles)
+        tap(level0["blocks"], "ProgressTilesDone", settings.progress_dir, level0_tiles)
+        blocks = [level0["blocks"]]
+        tops = level0[TOPS_TAG]
+        for stage in range(1, UPPER_STAGES + 1):
             built = (
-                current
-                | f"ToBlock{first}" >> beam.FlatMap(_ancestor_key, count)
-                | f"GroupBlock{first}" >> beam.GroupByKey()
-                | f"BuildLevels{first}" >> beam.ParDo(_BuildParents(scratch, first, count), contexts)
+                tops
+                | f"ToBlock{stage}" >> beam.Map(_ancestor_key, contexts)
+                | f"GroupBlock{stage}" >> beam.GroupByKey()
+                | f"BuildLevels{stage}"
+                >> beam.ParDo(_BuildParents(scratch), contexts).with_outputs(TOPS_TAG, main="blocks")
             )
-            levels.append(built)
-            top = first + count - 1
-            current = built | f"TopOfBlock{first}" >> beam.Filter(lambda record, top=top: record.level == top)
+            blocks.append(built["blocks"])
+            tops = built[TOPS_TAG]
         records = (
-            levels | "AllTiles" >> beam.Flatten() | "TilesBySlide" >> beam.Map(lambda record: (record.slide_id, record))
+            blocks | "AllBlocks" >> beam.Flatten() | "BlocksBySlide" >> beam.Map(lambda block: (block.slide_id, block))
         )
         finished = (
             {"job": jobs | "JobsBySlide" >> beam.Map(lambda job: (job.slide_id, job)), "tiles": records}
@@ -178,13 +180,23 @@ def _by_subtype(ref: InputRef, _partitions: int) -> int:
     return 0 if ref.subtype == "dicom-wsi" else 1
 
 
-def _ancestor_key(record: TileRecord, levels: int) -> Iterator[tuple[tuple[str, int, int], TileRecord]]:
-    """Key a tile by its ancestor `levels` levels up (its parent when levels is 1)."""
-    if record.has_parent:
-        yield (record.slide_id, record.col >> levels, record.row >> levels), record
+def upper_block(top: TopTile, level_count: int) -> tuple[int, int, int]:
+    """(top level, col, row) of the block a stage builds above `top`: PYRAMID_LEVELS_PER_STAGE levels
+    up, or to the pyramid's top."""
+    levels = min(PYRAMID_LEVELS_PER_STAGE, level_count - 1 - top.level)
+    return top.level + levels, top.col >> levels, top.row >> levels
 
 
-def _job_with_records(item: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[tuple[SlideJob, list[TileRecord]]]:
+def _ancestor_key(
+    top: TopTile, contexts: dict[str, TileContext]
+) -> tuple[tuple[str, int, int, int, int], TopTile]:
+    """Key a top tile by the block above it (a slide without a context failed: any key will do)."""
+    context = contexts.get(top.slide_id)
+    level, col, row = upper_block(top, context.level_count) if context is not None else (top.level, 0, 0)
+    return (top.slide_id, top.level, level, col, row), top
+
+
+def _job_with_records(item: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[tuple[SlideJob, list[BlockResult]]]:
     _slide_id, grouped = item
     jobs = list(grouped["job"])
     if jobs:
@@ -212,6 +224,10 @@ class _KeyDicomSeries(beam.DoFn):
         if not uid:
             raise InvalidInputError("a DICOM whole-slide file has no SeriesInstanceUID to group it by")
         return [(self._key.pseudonym("wsi-series", uid, 24), ref)]
+
+
+# The series rule, also used by the event mode to wait for a series' instances (transforms/events.py).
+KeyDicomSeries = _KeyDicomSeries
 
 
 class _PrepareSlide(beam.DoFn):
@@ -282,9 +298,15 @@ def check_limits_size(size: int, settings: RunSettings) -> None:
     raise InputTooLargeError(f"the slide is {size} bytes, more than --max_file_bytes {settings.limits.max_file_bytes}")
 
 
+def pool_threads() -> int:
+    """Threads a tile DoFn runs its pixel work on: the cores this process may use (JPEG coding,
+    resizing and OpenCV's morphology release the GIL)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 class _RedactTiles(beam.DoFn):
-    """TileBand (or one TileTask) -> TileRecords (level 0). Pixels go to scratch; failures become
-    failed records. A TileRecord input passes through unchanged."""
+    """TileBand -> BlockResult, and a TopTile (tag "tops") unless the band holds the pyramid's top.
+    Failures become failed blocks (the slide fails in the writer)."""
 
     def __init__(self, scratch_root: str) -> None:
         self._scratch_root = scratch_root
@@ -292,84 +314,78 @@ class _RedactTiles(beam.DoFn):
     def setup(self) -> None:
         self._scratch = make_scratch(self._scratch_root)
         self._readers = SlideReaders(SlideReader)
-        self._configs: dict[str, RedactionConfig] = {}
+        self._pool = ThreadPoolExecutor(pool_threads(), thread_name_prefix="wsi-band")
         self._tiles = Metrics.counter(METRICS_NAMESPACE, "wsi_tiles_level0")
 
-    def process(self, element: TileBand | TileTask | TileRecord) -> list[TileRecord]:
-        if isinstance(element, TileRecord):
-            return [element]
-        tasks = element.tasks() if isinstance(element, TileBand) else [element]
-        ctx = element.context
+    def process(self, band: TileBand) -> Iterator[BlockResult | TaggedOutput]:
+        ctx = band.context
         try:
             reader = self._readers.get(ctx.slide_id, ctx.source_paths, ctx.subtype)
-            config = self._configs.get(ctx.slide_id)
-            if config is None and ctx.needs_engine:
-                config = self._configs[ctx.slide_id] = ctx.redaction
         except Exception as exc:  # noqa: BLE001 - the slide fails in the writer, not the run
-            return [failure(ctx, 0, task.col, task.row, exc, "opening the slide for a tile") for task in tasks]
-        if isinstance(element, TileBand):
-            reader.cache_tiles = max(reader.cache_tiles, element.cache_tiles())
-        records = []
-        for task in tasks:
-            record = redact_level0_tile(reader, task, self._scratch, config)
-            if record.failed:
-                # The reader latches after an error: the band's other tiles fail the same way.
+            kind, message = error_parts(exc, "opening the slide for a band of tiles")
+            col, row = band.col0 >> band.levels, band.row0 >> band.levels
+            block, top = failed_block(
+                ctx.slide_id, 0, band.levels, col, row, kind, message, band.levels < ctx.level_count - 1
+            )
+        else:
+            block, top = build_band(reader, band, self._scratch, self._pool.map)
+            if block.failed:
+                # The reader latches after an error: drop it.
                 self._readers.drop(ctx.slide_id)
-                self._configs.pop(ctx.slide_id, None)
-                records.append(record)
-                records.extend(
-                    failure(ctx, 0, t.col, t.row, SlideReadError("an earlier tile of the band failed"), "")
-                    for t in tasks[len(records) :]
-                )
-                break
-            records.append(record)
-        self._tiles.inc(len(records))
-        return records
+        self._tiles.inc(band.cols * band.rows)
+        yield block
+        if top is not None:
+            yield TaggedOutput(TOPS_TAG, top)
 
     def teardown(self) -> None:
         self._readers.close_all()
+        self._pool.shutdown()
 
 
 class _BuildParents(beam.DoFn):
-    """((slide_id, block col, block row), [TileRecord of level first-1]) -> TileRecords of levels
-    first .. first+levels-1.
+    """((slide_id, level, top level, col, row), [TopTile of level]) -> the BlockResult of the levels
+    level+1 .. top level under tile (col, row) of the top level, and its TopTile (tag "tops").
 
-    A block holds the descendants (up to 4**levels tiles) of one tile `levels` levels up; parents are
-    built level after level from their 2x2 children, each read back from scratch, so memory holds a
-    few tiles whatever the block size.
+    Children arrive as compressed half-size tiles; a block holds at most 8x8 of them. A child copied
+    from the input whose pixels are needed (a dirty sibling) is decoded from the input here.
     """
 
-    def __init__(self, scratch_root: str, first: int, levels: int = 1) -> None:
+    def __init__(self, scratch_root: str) -> None:
         self._scratch_root = scratch_root
-        self._first = first
-        self._levels = levels
 
     def setup(self) -> None:
         self._scratch = make_scratch(self._scratch_root)
+        self._readers = SlideReaders(SlideReader)
+        self._pool = ThreadPoolExecutor(pool_threads(), thread_name_prefix="wsi-levels")
 
     def process(
-        self, item: tuple[tuple[str, int, int], Iterable[TileRecord]], contexts: dict[str, TileContext]
-    ) -> Iterator[TileRecord]:
-        (slide_id, _col, _row), children = item
+        self, item: tuple[tuple[str, int, int, int, int], Iterable[TopTile]], contexts: dict[str, TileContext]
+    ) -> Iterator[BlockResult | TaggedOutput]:
+        (slide_id, level, top, col, row), children = item
         context = contexts.get(slide_id)
         # Without a context the slide's job failed and nothing will be written for it.
         if context is None:
             return
-        current = list(children)
-        for level in range(self._first, self._first + self._levels):
-            by_parent: dict[tuple[int, int], list[TileRecord]] = {}
-            for record in current:
-                if record.has_parent:
-                    by_parent.setdefault((record.col // 2, record.row // 2), []).append(record)
-            current = [
-                build_parent(context, level, col, row, group, self._scratch)
-                for (col, row), group in sorted(by_parent.items())
-            ]
-            yield from current
+        ctx = context
+
+        def reader() -> SlideReader:
+            return self._readers.get(ctx.slide_id, ctx.source_paths, ctx.subtype)
+
+        fetch = fetcher(reader, ctx, self._pool.map)
+        block, above = build_block(ctx, level, top, col, row, children, self._scratch, fetch, self._pool.map)
+        if block.failed:
+            self._readers.drop(slide_id)
+        yield block
+        if above is not None:
+            yield TaggedOutput(TOPS_TAG, above)
+
+    def teardown(self) -> None:
+        self._readers.close_all()
+        self._pool.shutdown()
 
 
 class _WriteSlide(beam.DoFn):
-    """(SlideJob, [TileRecord]) -> AuditRecord, after writing the outputs under OUTPUT atomically."""
+    """(SlideJob, [BlockResult]) -> AuditRecord, after writing the outputs under OUTPUT atomically."""
 
     def __init__(self, settings: RunSettings, scratch_root: str) -> None:
         self._settings = settings
@@ -379,8 +395,8 @@ class _WriteSlide(beam.DoFn):
         self._key = load_run_key(self._settings)
         self._scratch = make_scratch(self._scratch_root)
 
-    def process(self, item: tuple[SlideJob, list[TileRecord]]) -> Iterator[AuditRecord | TaggedOutput]:
-        job, records = item
+    def process(self, item: tuple[SlideJob, list[BlockResult]]) -> Iterator[AuditRecord | TaggedOutput]:
+        job, blocks = item
         settings = self._settings
         reader: SlideReader | None = None
         sha = job.ref.sha256
@@ -392,27 +408,38 @@ class _WriteSlide(beam.DoFn):
                 tempfile.TemporaryDirectory(prefix="deid-wsi-out-", ignore_cleanup_errors=True)
             )
             start = time.perf_counter()
-            if any(record.origin == "source" for record in records) or settings.qa_report:
+            if copies_from_input(blocks) or settings.qa_report:
                 path = cleanup.enter_context(localized(job.context.source_paths, job.context.subtype))
                 reader = SlideReader(path)
                 cleanup.callback(reader.close)
-            outputs, actions = write_outputs(
+            slide = write_outputs(
                 job,
-                records,
+                blocks,
                 reader,
                 self._scratch,
                 settings.wsi,
                 local_out,
                 lambda purpose: self._key.uid(f"wsi:{sha}:{purpose}"),
             )
+            outputs, actions = slide.outputs, slide.actions
             written = time.perf_counter()
             self._check_leaks(job, local_out, outputs)
             checked = time.perf_counter()
-            publish(local_out, outputs, settings.output)
+            # Held for review (transforms/review.py) instead of published when the rule says so.
+            uncertain = [c for block in blocks for c in block.uncertain]
+            size = (job.metadata.width, job.metadata.height)
+            held = hold_slide(settings, self._key, job.ref, uncertain, local_out, outputs, actions, slide.top, size)
+            if held is None:
+                publish(local_out, outputs, settings.output)
             if settings.qa_report:
                 seconds = {"wsi write": written - start, "wsi leak check": checked - written}
-                entry = self._qa_entry(job, records, actions, reader, seconds)
+                entry = self._qa_entry(job, slide, reader, seconds)
         count_actions(actions)
+        if held is not None:
+            yield held_audit(held, job.ref.kind)
+            if entry is not None:
+                yield TaggedOutput(QA_TAG, entry)
+            return
         # An input that states no microns per pixel gets outputs that state no physical size either.
         unknown_size = {"pixel_spacing": "unknown"} if job.metadata.mpp_x is None else {}
         yield audit_ok(
@@ -430,21 +457,14 @@ class _WriteSlide(beam.DoFn):
             yield TaggedOutput(QA_TAG, entry)
 
     def _qa_entry(
-        self,
-        job: SlideJob,
-        records: list[TileRecord],
-        actions: dict[str, int],
-        reader: SlideReader | None,
-        seconds: dict[str, float],
+        self, job: SlideJob, slide: WrittenSlide, reader: SlideReader | None, seconds: dict[str, float]
     ) -> QaEntry:
         """Thumbnails in memory only; a thumbnail that cannot be made is left out, the slide is fine."""
-        before = top = None
+        before = None
         with contextlib.suppress(Exception):
             if reader is not None:
                 before = reader.thumbnail(INPUT_THUMBNAIL_SIDE)
-        with contextlib.suppress(Exception):
-            top = np.asarray(load_top(job, self._scratch))
-        return slide_entry(job, records, actions, before, top, seconds)
+        return slide_entry(job, slide, before, np.asarray(slide.top), seconds)
 
     def _check_leaks(self, job: SlideJob, local_out: str, outputs: list[str]) -> None:
         """Search the staged outputs for the input's identifying values (re-harvested here, so they

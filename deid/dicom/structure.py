@@ -15,6 +15,7 @@ length of a damaged element is never quoted: both may be four bytes of input tex
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from collections.abc import Container
@@ -64,17 +65,8 @@ _U32 = {True: struct.Struct("<I").unpack_from, False: struct.Struct(">I").unpack
 _TAG = {True: struct.Struct("<HH").unpack_from, False: struct.Struct(">HH").unpack_from}
 
 
-class _LazyTagName:
-    """tag_text(tag, seen), computed when formatted into a message."""
-
-    __slots__ = ("_seen", "_tag")
-
-    def __init__(self, tag: int, seen: Container[int]) -> None:
-        self._tag = tag
-        self._seen = seen
-
-    def __str__(self) -> str:
-        return tag_text(self._tag, self._seen)
+# Explicit VR codes as they appear in the stream.
+_VR_CODES = {vr.encode("ascii"): vr for vr in VALID_VRS}
 
 
 @dataclass
@@ -87,6 +79,7 @@ class _Walker:
         self._unpack16 = _U16[self.little]
         self._unpack32 = _U32[self.little]
         self._unpack_tag = _TAG[self.little]
+        self._hashable = isinstance(self.data, bytes)  # slices of it can be looked up in _VR_CODES
 
     def _u16(self, offset: int) -> int:
         return int(self._unpack16(self.data, offset)[0])
@@ -119,40 +112,45 @@ class _Walker:
             if tag in (ITEM, SEQUENCE_END):
                 raise _bad(f"unexpected item or sequence tag {tag_text(tag)} at offset {offset}")
             start = offset
-            offset = self.element(offset, end, depth, seen)
+            vr, length, value = self._header(tag, offset, end, seen)
+            offset = self._value(tag, vr, length, value, offset, end, depth, seen)
             seen.add(tag)
             if spans is not None and (tag >> 16) & 1:
-                spans.append(self._span(tag, start, offset))
+                spans.append(ElementSpan(tag, start, offset, vr if self.explicit else None, value, length == UNDEFINED))
         if until_delimiter:
             raise _bad("an item of undefined length has no item delimiter (truncated file?)")
         return offset
 
     def element(self, offset: int, end: int, depth: int, seen: Container[int] = ()) -> int:
+        """Walk one element; return the offset after it."""
         tag = self._tag(offset, end)
-        # Named only in a message (never the bare tag of an unlisted element, nor its declared length);
-        # looked up only then, since naming a tag costs more than walking its element.
-        name = _LazyTagName(tag, seen)
+        vr, length, value = self._header(tag, offset, end, seen)
+        return self._value(tag, vr, length, value, offset, end, depth, seen)
+
+    # A tag is named only in a message (never the bare tag of an unlisted element, nor its declared
+    # length), and looked up only then: naming a tag costs more than walking its element.
+    def _header(self, tag: int, offset: int, end: int, seen: Container[int]) -> tuple[str, int, int]:
+        """(VR, declared length, offset of the value) of the element at `offset`."""
         if self.explicit:
             if offset + 8 > end:
-                raise _bad(f"truncated header of element {name} at offset {offset}")
+                raise _bad(f"truncated header of element {tag_text(tag, seen)} at offset {offset}")
             raw_vr = self.data[offset + 4 : offset + 6]
-            vr = raw_vr.decode("latin-1")
-            if vr not in VALID_VRS:
-                raise _bad(f"element {name} has an invalid VR code at offset {offset + 4}")
+            vr = _VR_CODES.get(raw_vr if self._hashable else bytes(raw_vr))  # type: ignore[arg-type]
+            if vr is None:
+                raise _bad(f"element {tag_text(tag, seen)} has an invalid VR code at offset {offset + 4}")
             if vr in LONG_VRS:
                 if offset + 12 > end:
-                    raise _bad(f"truncated header of element {name} at offset {offset}")
-                length = self._u32(offset + 8)
-                value = offset + 12
-            else:
-                length = self._u16(offset + 6)
-                value = offset + 8
-        else:
-            if offset + 8 > end:
-                raise _bad(f"truncated header of element {name} at offset {offset}")
-            length = self._u32(offset + 4)
-            value = offset + 8
-            vr = self._implicit_vr(tag)
+                    raise _bad(f"truncated header of element {tag_text(tag, seen)} at offset {offset}")
+                return vr, self._unpack32(self.data, offset + 8)[0], offset + 12
+            return vr, self._unpack16(self.data, offset + 6)[0], offset + 8
+        if offset + 8 > end:
+            raise _bad(f"truncated header of element {tag_text(tag, seen)} at offset {offset}")
+        return self._implicit_vr(tag), self._unpack32(self.data, offset + 4)[0], offset + 8
+
+    def _value(
+        self, tag: int, vr: str, length: int, value: int, offset: int, end: int, depth: int, seen: Container[int]
+    ) -> int:
+        """Check the value of an element whose header `_header` read; return the offset after it."""
         if length == UNDEFINED:
             if tag == PIXEL_DATA and vr in ("OB", "OW", "UN") and depth == 0:
                 return self.fragments(value, end)
@@ -162,37 +160,26 @@ class _Walker:
                 # PS3.5 6.2.2: a UN value of undefined length is a sequence in implicit VR little endian.
                 walker = _Walker(self.data, explicit=False, little=True) if self.explicit else self
                 return walker.sequence(value, end, depth, None)
-            raise _bad(f"element {name} of VR {vr} has an undefined length, allowed only for sequences")
+            raise _bad(
+                f"element {tag_text(tag, seen)} of VR {vr} has an undefined length, allowed only for sequences"
+            )
         if value + length > end:
             raise _bad(
-                f"element {name} at offset {offset} declares a value longer than the "
+                f"element {tag_text(tag, seen)} at offset {offset} declares a value longer than the "
                 f"{max(end - value, 0)} bytes that remain in its container (truncated file or wrong length)"
             )
         width = FIXED_WIDTH.get(vr)
         if width and length % width:
-            raise _bad(f"element {name} of VR {vr} at offset {offset} has a length that is not a multiple of {width}")
+            raise _bad(
+                f"element {tag_text(tag, seen)} of VR {vr} at offset {offset} has a length that is not a "
+                f"multiple of {width}"
+            )
         if vr == "SQ":
             self.sequence(value, value + length, depth, value + length)
         return value + length
 
-    def _span(self, tag: int, start: int, end: int) -> ElementSpan:
-        if self.explicit:
-            vr: str | None = self.data[start + 4 : start + 6].decode("latin-1")
-            long_form = vr in LONG_VRS
-            length = self._u32(start + 8) if long_form else self._u16(start + 6)
-            value = start + (12 if long_form else 8)
-        else:
-            vr, length, value = None, self._u32(start + 4), start + 8
-        return ElementSpan(tag, start, end, vr, value, length == UNDEFINED)
-
     def _implicit_vr(self, tag: int) -> str:
-        if tag >> 16 == 0xFFFE:
-            return "SQ"
-        try:
-            vr = dictionary_VR(tag)
-        except KeyError:
-            return "UN"  # private or newer elements: a value of undefined length is a sequence
-        return vr.split(" or ")[0]
+        return _implicit_vr(tag)
 
     def sequence(self, offset: int, end: int, depth: int, defined_end: int | None) -> int:
         while True:
@@ -235,6 +222,18 @@ class _Walker:
                     "that remain (truncated file?)"
                 )
             offset += 8 + length
+
+
+@functools.lru_cache(maxsize=4096)
+def _implicit_vr(tag: int) -> str:
+    """The VR an implicit VR element is walked with: the dictionary's (its first when ambiguous)."""
+    if tag >> 16 == 0xFFFE:
+        return "SQ"
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return "UN"  # private or newer elements: a value of undefined length is a sequence
+    return vr.split(" or ")[0]
 
 
 def _meta_transfer_syntax(data: bytes, offset: int) -> tuple[str | None, int]:

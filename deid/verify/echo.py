@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from deid.verify.values import LeakHit, PhiLike, PhiValue, as_values
+from deid.verify.values import LeakHit, MergedValues, PhiLike, PhiValue, as_values
 
 ECHO_PREFIX = "descriptor_echo:"
 _DESCRIPTIVE_KIND = re.compile(r"(Description|ProtocolName|Procedure|BodyPart|Kernel|CodeMeaning)$")
@@ -90,12 +90,12 @@ def mark_descriptive(values: Iterable[PhiLike], kept: frozenset[str] = frozenset
     for value in merged:
         if value not in candidates:
             others |= _words(value.text)
-    return [
+    return MergedValues(
         PhiValue(value.text, ECHO_PREFIX + value.kind)
         if value in candidates and (_is_kept(value, kept) or not _words(value.text) & others)
         else value
         for value in merged
-    ]
+    )
 
 
 def _is_kept(value: PhiValue, kept: frozenset[str]) -> bool:

@@ -109,8 +109,10 @@ def harvest_private_texts(texts: Iterable[str]) -> frozenset[PhiValue]:
 def _harvest_dataset(ds: Any, policy: ProfilePolicy, found: set[PhiValue], depth: int) -> None:
     if depth > 64:
         return
-    for elem in ds:  # this level; sequences recurse below
-        tag = int(elem.tag)
+    for key, elem in list(ds._dict.items()):  # this level (`for elem in ds` less its sort); sequences below
+        if elem.is_raw:
+            elem = ds[key]
+        tag = int(key)
         vr = elem.VR
         private = bool((tag >> 16) & 1)
         if not private and vr != "SQ" and vr not in _HARVEST_VRS:

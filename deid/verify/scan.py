@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import math
 import re
@@ -238,7 +239,17 @@ def _dedupe(hits: Iterable[LeakHit]) -> list[LeakHit]:
 
 def _tag_text(tag: int, present: Container[int] = ()) -> str:
     """A location's tag; '(unlisted tag)' for one that may be input text read as a header (is_nameable)."""
+    text = _nameable_text(tag)
+    if text is not None:
+        return text
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})" if is_nameable(tag, present) else "(unlisted tag)"
+
+
+@functools.lru_cache(maxsize=8192)
+def _nameable_text(tag: int) -> str | None:
+    """The text of a tag that is nameable whatever else the dataset holds (a dictionary tag, a group
+    length, a private creator), else None. Memoised: dictionary look-ups cost more than the search."""
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})" if is_nameable(tag, ()) else None
 
 
 def _scan_dicom_structure(data: BinaryIO, needles: list[_Needle], relpath: str) -> list[LeakHit]:
@@ -452,7 +463,7 @@ def _mirror_pieces(
         raise _Unmirrored
     present = ds._dict
     hits: list[LeakHit] = []
-    for tag in sorted(present):  # the writer's order, and so the re-parse's
+    for tag in sorted(present, key=int):  # the writer's order, and so the re-parse's
         tag = int(tag)
         if tag in PIXEL_DATA_TAGS or (tag & 0xFFFF == 0 and tag >> 16 > 6):  # group lengths are not written
             continue
@@ -467,7 +478,7 @@ def _mirror_pieces(
                 raise _Unmirrored  # the re-parse names a private element's VR from its creator
             read_vr = _dictionary_vr(tag)
             if read_vr is None:
-                _require_ambiguous(tag)
+                _require_ambiguous(tag, elem.value)
             elif (read_vr == "SQ") != (vr == "SQ"):
                 raise _Unmirrored
         else:
@@ -532,19 +543,18 @@ def _own_encoding(ds: Any, parent_encoding: Any) -> Any:
         raise _Unmirrored from None
 
 
-# Ambiguous dictionary VRs whose values the re-parse converts to the same kind, numbers or bytes.
-_AMBIGUOUS_VRS = frozenset({"US or SS", "OB or OW"})
-
-
-def _require_ambiguous(tag: int) -> None:
-    """A public tag whose dictionary VR is 'US or SS' (numbers either way) or 'OB or OW' (bytes either
-    way): the re-parse reads what the dataset in memory holds. Any other tag: raise _Unmirrored."""
+def _require_ambiguous(tag: int, value: object) -> None:
+    """An implicit VR element whose dictionary VR is 'US or SS' holding numbers, or 'OB or OW' holding
+    bytes: the re-parse converts its bytes to the same. Anything else: raise _Unmirrored."""
     try:
         vr = dictionary_VR(tag)
     except KeyError:
         raise _Unmirrored from None
-    if vr not in _AMBIGUOUS_VRS:
-        raise _Unmirrored
+    if vr == "US or SS" and _numbers(value):
+        return
+    if vr == "OB or OW" and isinstance(value, bytes | bytearray):
+        return
+    raise _Unmirrored
 
 
 def _numbers(value: object) -> bool:

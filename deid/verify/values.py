@@ -112,8 +112,19 @@ def meaningful_values(texts: Iterable[str], kind: str) -> set[PhiValue]:
     return {PhiValue(clean_value(t), kind) for t in texts if is_meaningful(t)}
 
 
+class MergedValues(list[PhiValue]):
+    """Values already merged by `as_values` (texts clean, meaningful and distinct when casefolded, one
+    kind each), perhaps relabelled: `as_values` of them is only their order, so it skips the merge."""
+
+
+def _value_order(value: PhiValue) -> tuple[str, int, str]:
+    return value.kind, len(value.text), value.text
+
+
 def as_values(values: Iterable[PhiLike]) -> list[PhiValue]:
     """Normalise mixed input (plain strings get kind 'value'), drop what is not meaningful, dedupe."""
+    if isinstance(values, MergedValues):
+        return sorted(values, key=_value_order)
     kinds: dict[str, set[str]] = {}
     texts: dict[str, str] = {}
     for value in values:
@@ -124,7 +135,7 @@ def as_values(values: Iterable[PhiLike]) -> list[PhiValue]:
             texts.setdefault(key, clean_value(item.text))
     # One value found under several kinds (StudyDate equal to SeriesDate) reports them all.
     merged = [PhiValue(texts[key], "/".join(sorted(kinds[key]))) for key in kinds]
-    return sorted(merged, key=lambda v: (v.kind, len(v.text), v.text))
+    return sorted(merged, key=_value_order)
 
 
 def name_variants(name: str) -> list[str]:

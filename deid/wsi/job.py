@@ -1,38 +1,31 @@
 """One slide from opening to output files, as pure functions the Beam layer calls step by step.
 
 `plan_job` turns an opened slide into a `SlideJob` (geometry, codecs, metadata kept); `keep_associated`
-handles label and macro; `tile_tasks` lists the level-0 work; `write_outputs` streams the finished
-tiles into the output files. `transforms.wsi.DeidentifyWsi` runs these steps as Beam stages.
+handles label and macro; `band_tasks` lists the level-0 work (`deid.wsi.pyramid` runs it);
+`write_outputs` streams the finished tiles into the output files. `transforms.wsi.DeidentifyWsi`
+runs these steps as Beam stages.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from deid.classify import InputRef
-from deid.errors import DeidError, InputTooLargeError, SlideReadError, UnexpectedError
+from deid.errors import InputTooLargeError, SlideReadError
 from deid.redaction.engine import RedactionConfig, redact_image
 from deid.settings import RedactionSettings, WsiSettings
 from deid.wsi import jpeg
+from deid.wsi.blocks import ORIGIN_SOURCE, BatchFiles, TileIndex, unpack_lossless
 from deid.wsi.grid import LevelShape, TileGrid
 from deid.wsi.metadata import SlideMetadata
 from deid.wsi.scratch import Scratch, pack_pixels, unpack_pixels
 from deid.wsi.source import MAX_RAW_TILE, MIN_RAW_TILE, RawLevel, SlideInfo, SlideReader
-from deid.wsi.tiles import (
-    TileBand,
-    TileContext,
-    TileRecord,
-    TileTask,
-    level_codecs,
-    tile_name,
-    top_name,
-)
+from deid.wsi.tiles import TileBand, TileContext, TileTask, band_levels, level_codecs
 
 MAX_PYRAMID_LEVELS = 16
 ASSOCIATED_KINDS = ("label", "macro")
@@ -203,19 +196,16 @@ def keep_associated(
     return dataclasses.replace(job, associated=tuple(kept), actions=tuple(sorted(actions.items())))
 
 
-# Level-0 tiles per band element: few elements per slide, one decode per tile (the ring of a
-# 16-row, 8-column band adds 40 % decodes), and a decoded-tile cache of 33 tiles (25 MB at 512 px)
-# per reader: narrow bands keep that cache small.
-BAND_ROWS = 16
-BAND_COLS = 8
-
-
-def band_tasks(job: SlideJob, rows: int = BAND_ROWS, cols: int = BAND_COLS) -> Iterator[TileBand]:
-    """The level-0 grid cut into bands of at most rows x cols tiles, row-major."""
+def band_tasks(job: SlideJob, levels: int | None = None) -> Iterator[TileBand]:
+    """The level-0 grid cut into square bands of 2**levels tiles (`band_levels` by default) on the
+    pyramid grid, row-major; each band also builds its reduced levels up to its one top tile."""
+    ctx = job.context
+    k = band_levels(ctx.tile, ctx.level_count) if levels is None else min(levels, ctx.level_count - 1)
+    side = 1 << k
     level0 = job.levels[0]
-    for row0 in range(0, level0.rows, rows):
-        for col0 in range(0, level0.cols, cols):
-            yield TileBand(job.context, col0, row0, min(cols, level0.cols - col0), min(rows, level0.rows - row0))
+    for row0 in range(0, level0.rows, side):
+        for col0 in range(0, level0.cols, side):
+            yield TileBand(ctx, col0, row0, min(side, level0.cols - col0), min(side, level0.rows - row0), k)
 
 
 def tile_tasks(job: SlideJob) -> Iterator[TileTask]:
@@ -225,77 +215,43 @@ def tile_tasks(job: SlideJob) -> Iterator[TileTask]:
             yield TileTask(job.context, col, row)
 
 
-def check_records(job: SlideJob, records: Iterable[TileRecord]) -> dict[int, dict[tuple[int, int], TileRecord]]:
-    """Records by level and (col, row); raises the first tile failure or a missing tile."""
-    by_level: dict[int, dict[tuple[int, int], TileRecord]] = defaultdict(dict)
-    for record in records:
-        if record.failed:
-            raise _error_of(record)
-        by_level[record.level][(record.col, record.row)] = record
-    for shape in job.levels:
-        if len(by_level.get(shape.level, {})) != shape.tile_count:
-            raise SlideReadError("some tiles of the pyramid are missing; the slide could not be read completely")
-    return by_level
-
-
-def _error_of(record: TileRecord) -> DeidError:
-    for cls in DeidError.__subclasses__():
-        if cls.error_kind == record.error_kind:
-            return cls(record.error_message)
-    return UnexpectedError(record.error_message or "a tile failed")
-
-
-def tally(job: SlideJob, by_level: dict[int, dict[tuple[int, int], TileRecord]]) -> dict[str, int]:
+def tally(job: SlideJob, index: TileIndex) -> dict[str, int]:
     actions = dict(job.actions)
-    records = [r for level in by_level.values() for r in level.values()]
-    actions["tiles_passthrough"] = sum(1 for r in records if r.origin == "source")
-    actions["tiles_reencoded"] = sum(1 for r in records if r.origin == "scratch")
-    actions["tiles_redacted"] = sum(1 for r in records if r.redacted)
-    actions["boxes_redacted"] = actions.get("boxes_redacted", 0) + sum(r.boxes for r in records)
-    actions["levels_written"] = len(by_level)
-    actions["thumbnail_regenerated"] = 1
+    actions.update(index.counts())
+    actions["boxes_redacted"] = actions.get("boxes_redacted", 0) + index.boxes
+    actions["levels_written"] = len(job.levels)
     return actions
 
 
 def level_tile_reader(
-    job: SlideJob,
-    by_level: dict[int, dict[tuple[int, int], TileRecord]],
-    reader: SlideReader | None,
-    scratch: Scratch,
-    full_streams: bool,
+    job: SlideJob, index: TileIndex, reader: SlideReader | None, batches: BatchFiles, full_streams: bool
 ) -> Callable[[int], Iterator[bytes]]:
     """level -> the level's tiles row by row, as stored (TIFF) or as self-contained JPEG (DICOM)."""
 
     def tiles(level: int) -> Iterator[bytes]:
         shape = job.levels[level]
         codec = job.context.codecs[level]
-        records = by_level[level]
+        origin, batch = index.origin[level], index.batch[level]
+        offset, length = index.offset[level], index.length[level]
         for row in range(shape.rows):
             for col in range(shape.cols):
-                record = records[(col, row)]
-                if record.origin == "source":
+                if origin[row, col] == ORIGIN_SOURCE:
                     if reader is None or codec.source is None:
                         raise SlideReadError("a copied tile needs the input slide")
                     data = reader.raw_tile(codec.source, col, row)
                     yield jpeg.merge_tables(codec.jpegtables, data) if full_streams else data
                 else:
-                    yield scratch.get(tile_name(job.slide_id, level, col, row))
+                    name = index.batches[int(batch[row, col])]
+                    yield batches.read(name, int(offset[row, col]), int(length[row, col]))
 
     return tiles
 
 
-def estimated_bytes(job: SlideJob, by_level: dict[int, dict[tuple[int, int], TileRecord]]) -> int:
-    total = 0
-    for level, records in by_level.items():
-        shape = job.levels[level]
-        for record in records.values():
-            total += record.nbytes or (job.context.tile * job.context.tile * 3 // 4)
-        del shape
-    return total
-
-
-def load_top(job: SlideJob, scratch: Scratch) -> np.ndarray:
-    return unpack_pixels(scratch.get(top_name(job.slide_id)))
+def load_top(index: TileIndex, batches: BatchFiles) -> np.ndarray:
+    if index.top_pixels is None:
+        raise SlideReadError("the pyramid's top tile is missing")
+    number, offset, length = index.top_pixels
+    return unpack_lossless(batches.read(index.batches[number], offset, length))
 
 
 def load_associated(job: SlideJob, scratch: Scratch) -> list[tuple[str, np.ndarray]]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
 from deid.qa.report import QaEntry, after_thumbnail, before_thumbnail
-from deid.settings import Box
 from deid.wsi.job import SlideJob
-from deid.wsi.tiles import TileRecord
+from deid.wsi.writer import WrittenSlide
 
 # The input is read at this size (OpenSlide uses its smallest level); before_thumbnail then shrinks
 # and blurs it so that no text is readable.
@@ -24,36 +23,31 @@ def disposition(actions: Mapping[str, int], name: str) -> str:
     return "absent"
 
 
-def stage_seconds(job: SlideJob, records: Iterable[TileRecord], extra: Mapping[str, float]) -> dict[str, float]:
-    """Seconds per stage for this slide: prepare, level-0 tiles, pyramid levels, then `extra`."""
-    tiles = pyramid = 0.0
-    for record in records:
-        if record.level == 0:
-            tiles += record.seconds
-        else:
-            pyramid += record.seconds
-    stages = {"wsi prepare": job.prepare_seconds, "wsi tiles": tiles, "wsi pyramid": pyramid}
+def stage_seconds(
+    job: SlideJob, tile_seconds: float, pyramid_seconds: float, extra: Mapping[str, float]
+) -> dict[str, float]:
+    """Seconds per stage for this slide: prepare, level-0 bands (with the levels inside them), the
+    pyramid levels above them, then `extra`."""
+    stages = {"wsi prepare": job.prepare_seconds, "wsi tiles": tile_seconds, "wsi pyramid": pyramid_seconds}
     stages.update(extra)
     return {name: round(seconds, 4) for name, seconds in stages.items()}
 
 
 def slide_entry(
     job: SlideJob,
-    records: Iterable[TileRecord],
-    actions: Mapping[str, int],
+    written: WrittenSlide,
     before: np.ndarray | None,
     top: np.ndarray | None,
     extra_seconds: Mapping[str, float],
 ) -> QaEntry:
     """`before`: a small image of the input slide; `top`: the output's top pyramid level."""
-    items = list(records)
-    boxes: list[Box] = [box for record in items if record.level == 0 for box in record.box_list]
+    actions = written.actions
     return QaEntry(
         input_sha256=job.ref.sha256,
         kind="wsi",
         before_png=before_thumbnail(before) if before is not None else None,
         after_png=(
-            after_thumbnail(top, boxes=boxes, source_size=(job.metadata.width, job.metadata.height))
+            after_thumbnail(top, boxes=list(written.boxes), source_size=(job.metadata.width, job.metadata.height))
             if top is not None
             else None
         ),
@@ -62,5 +56,5 @@ def slide_entry(
         macro=disposition(actions, "macro"),
         tiles_passthrough=int(actions.get("tiles_passthrough", 0)),
         tiles_reencoded=int(actions.get("tiles_reencoded", 0)),
-        stage_seconds=stage_seconds(job, items, extra_seconds),
+        stage_seconds=stage_seconds(job, written.tile_seconds, written.pyramid_seconds, extra_seconds),
     )

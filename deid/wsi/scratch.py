@@ -1,8 +1,9 @@
-"""Scratch storage for tile pixels between pipeline stages: the protocol and the pixel format.
+"""Scratch storage between pipeline stages: the protocol and the pixel format.
 
-Elements carry names; pixels live here. The implementations (worker-local files, Beam
-`FileSystems` for gs:// scratch on Dataflow) are in `transforms.files`. Names are built from a
-keyed slide id and tile coordinates only, never from input names.
+Elements carry names; bytes live here: one batch file per pyramid block (`deid.wsi.blocks`), and
+the label and macro kept. The implementations (worker-local files, Beam `FileSystems` for gs://
+scratch on Dataflow) are in `transforms.files`. Names are built from a keyed slide id and tile
+coordinates only, never from input names.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ class Scratch(Protocol):
 
     def delete_prefix(self, prefix: str) -> None: ...
 
+    def local_path(self, name: str, directory: str) -> str:
+        """A local file holding object `name`: its own path on a local disk, else a copy in `directory`."""
+        ...
+
 
 def pack_pixels(array: np.ndarray) -> bytes:
-    """HxWx3 uint8 -> bytes: a 12-byte shape header, then the raw samples (compression cost more
-    time than the disk it saved; scratch files are deleted as soon as their parent is built)."""
+    """HxWx3 uint8 -> bytes: a 12-byte shape header, then the raw samples."""
     h, w, c = array.shape
     header = np.asarray([h, w, c], dtype="<u4").tobytes()
     return header + np.ascontiguousarray(array).tobytes()

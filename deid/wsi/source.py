@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import struct
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import openslide
@@ -45,6 +46,14 @@ from deid.wsi.rawtiles import (
 
 __all__ = ["MAX_RAW_TILE", "MIN_RAW_TILE", "RawLevel", "SlideInfo", "SlideReader"]
 DEFAULT_CACHE_TILES = 12
+_T = TypeVar("_T")
+_U = TypeVar("_U")
+
+
+class Mapper(Protocol):
+    """`map`, or a thread pool's map: a function applied to each item, results in order."""
+
+    def __call__(self, fn: Callable[[_T], _U], items: Iterable[_T], /) -> Iterator[_U]: ...
 _TIFF_JPEG = 7
 _PHOTOMETRIC_RGB = 2
 
@@ -331,23 +340,53 @@ class SlideReader:
             return cached
         if not self.has_tile(raw, col, row):
             return None
-        data = self.raw_tile(raw, col, row)
-        # The tile's SOF must declare the page's tile size before libjpeg allocates what it declares.
-        check_unit(data, "jpeg", Geometry(raw.tile, raw.tile, 3), f"a JPEG tile of level {raw.downsample}x")
-        try:
-            tile = jpeg.decode(data, raw.jpegtables, raw.rgb_samples)
-        except MemoryError:
-            raise InputTooLargeError(
-                "decoding a JPEG tile ran out of memory; the slide is damaged or hostile"
-            ) from None
-        except Exception as exc:  # noqa: BLE001 - any codec failure means an unreadable tile
-            raise SlideReadError(f"a JPEG tile could not be decoded ({type(exc).__name__})") from None
-        if tile.shape[0] < raw.tile or tile.shape[1] < raw.tile:
-            raise SlideReadError("a JPEG tile is smaller than the declared tile size")
+        tile = decode_stored_tile(raw, self.raw_tile(raw, col, row))
+        self._remember(key, tile)
+        return tile
+
+    def _remember(self, key: tuple[int, int, int], tile: np.ndarray) -> None:
         self._tile_cache[key] = tile
         while len(self._tile_cache) > self.cache_tiles:
             self._tile_cache.popitem(last=False)
-        return tile
+
+    def prefetch_windows(self, boxes: Iterable[Box], grid_tile: int, mapper: Mapper = map) -> None:
+        """Decode, through `mapper` (a thread pool's map: the decoder releases the GIL), the stored tiles
+        that `read_window(box, grid_tile)` will read for these boxes and are not cached yet."""
+        raw = self.info.raw_level(1)
+        if raw is None or raw.page not in self._tables or grid_tile != raw.tile:
+            return
+        t = raw.tile
+        keys = [
+            (col, row)
+            for box in boxes
+            for row in range(box.y // t, (box.y + box.height - 1) // t + 1)
+            for col in range(box.x // t, (box.x + box.width - 1) // t + 1)
+        ]
+        self.prefetch_tiles(raw, keys, mapper)
+
+    def prefetch_tiles(self, raw: RawLevel, keys: Iterable[tuple[int, int]], mapper: Mapper = map) -> None:
+        """Decode the stored tiles (col, row) of `raw` that are not cached yet, through `mapper`.
+
+        The reader itself is only touched from the calling thread; `cache_tiles` must hold them all.
+        """
+        todo = list(
+            dict.fromkeys(
+                key for key in keys if (raw.page, *key) not in self._tile_cache and self.has_tile(raw, *key)
+            )
+        )
+        if not todo:
+            return
+        streams = [self.raw_tile(raw, col, row) for col, row in todo]
+        for (col, row), tile in zip(todo, mapper(lambda data: decode_stored_tile(raw, data), streams), strict=True):
+            self._remember((raw.page, col, row), tile)
+
+    def stored_size(self, raw: RawLevel, col: int, row: int) -> int:
+        """Bytes stored for level tile (col, row) (an upper bound of `raw_tile`'s length), 0 if none."""
+        index = raw.stored_index(col, row)
+        table = self._tables.get(raw.page)
+        if index is None or table is None or index >= table.counts.size:
+            return 0
+        return int(table.counts[index])
 
     def raw_tile(self, raw: RawLevel, col: int, row: int) -> bytes:
         """The stored JPEG stream of level tile (col, row) (abbreviated when the page has JPEGTables),
@@ -401,6 +440,21 @@ class SlideReader:
             self._slide = None
         self._drop_raw()
         self._tile_cache.clear()
+
+
+def decode_stored_tile(raw: RawLevel, data: bytes) -> np.ndarray:
+    """A stored JPEG tile of `raw` as HxWx3 RGB (thread-safe: touches no reader state)."""
+    # The tile's SOF must declare the page's tile size before libjpeg allocates what it declares.
+    check_unit(data, "jpeg", Geometry(raw.tile, raw.tile, 3), f"a JPEG tile of level {raw.downsample}x")
+    try:
+        tile = jpeg.decode(data, raw.jpegtables, raw.rgb_samples)
+    except MemoryError:
+        raise InputTooLargeError("decoding a JPEG tile ran out of memory; the slide is damaged or hostile") from None
+    except Exception as exc:  # noqa: BLE001 - any codec failure means an unreadable tile
+        raise SlideReadError(f"a JPEG tile could not be decoded ({type(exc).__name__})") from None
+    if tile.shape[0] < raw.tile or tile.shape[1] < raw.tile:
+        raise SlideReadError("a JPEG tile is smaller than the declared tile size")
+    return tile
 
 
 def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:

@@ -1,31 +1,29 @@
-"""Per-tile work: redact a level-0 tile on its overlapped window, build a parent from 2x2 children.
-
-Elements stay small: `TileTask` and `TileRecord` hold coordinates, flags and scratch names. Pixels
-go to scratch: each level-k tile leaves its half-size pixels (lossless) for its parent and, unless it
-is copied from the input byte for byte, its JPEG stream for the writer.
+"""Per-tile work and its geometry: the slide's tile context, bands of level-0 tiles, how one level-0
+tile is redacted on its overlapped window, how a tile is coded. `deid.wsi.pyramid` runs these on a
+band in memory; elements (`TileBand`, `TileTask`) hold coordinates only.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import Literal
 
 import cv2
 import imagecodecs
 import numpy as np
 
-from deid.errors import DeidError, SlideReadError, UnexpectedError
+from deid.errors import SlideReadError
+from deid.redaction.confidence import Candidate
 from deid.redaction.engine import RedactionConfig, redact_window
 from deid.settings import Box
 from deid.wsi.grid import LevelShape, TileGrid, core_box, intersect
 from deid.wsi.jpeg import SUBSAMPLING_NAMES
-from deid.wsi.scratch import Scratch, pack_pixels, unpack_pixels
-from deid.wsi.source import RawLevel, SlideReader
+from deid.wsi.source import RawLevel
 
-Origin = Literal["source", "scratch"]
-# Redacted boxes a record carries for the QA thumbnail (the count in `boxes` is always exact).
-MAX_RECORD_BOXES = 32
+# Redacted boxes kept per tile for the QA thumbnail (the count of boxes is always exact).
+MAX_TILE_BOXES = 32
+# A band is the square of 2**k level-0 tiles that fits this many pixels a side (at least 2 x 2 tiles):
+# 16 x 16 tiles of 256 px, 8 x 8 of 512. Its reduced levels up to its one top tile lie inside it.
+BAND_PIXELS = 4096
 
 
 @dataclass(frozen=True)
@@ -79,12 +77,21 @@ class TileTask:
     row: int
 
 
+def band_levels(tile: int, level_count: int) -> int:
+    """Levels above level 0 that one band builds: its side is 2**k tiles, k the largest with
+    2**k * tile <= BAND_PIXELS (at least 1), and never past the pyramid's top."""
+    k = max(1, (BAND_PIXELS // tile).bit_length() - 1)
+    return max(0, min(k, level_count - 1))
+
+
 @dataclass(frozen=True)
 class TileBand:
-    """A block of level-0 tiles redacted by one worker in one go (fewer elements, one decode per tile).
+    """A square block of level-0 tiles on the pyramid grid, redacted by one worker in one go with the
+    reduced levels that lie inside it (`deid.wsi.pyramid.build_band`).
 
-    Tiles are processed row by row; with a decoded-tile cache of `cache_tiles()` the overlapped
-    windows of a band decode each tile of the band and of its one-tile ring once.
+    Its side is 2**levels tiles (clipped to the slide); its top is tile (col0, row0) >> levels of
+    level `levels`. Tiles are processed row by row; with a decoded-tile cache of `cache_tiles()` the
+    overlapped windows decode each tile of the band and of its one-tile ring once.
     """
 
     context: TileContext
@@ -92,6 +99,7 @@ class TileBand:
     row0: int
     cols: int
     rows: int
+    levels: int = 0  # levels above 0 built inside the band; its top tile is at this level
 
     def tasks(self) -> list[TileTask]:
         return [
@@ -101,49 +109,9 @@ class TileBand:
         ]
 
     def cache_tiles(self) -> int:
-        """A row's windows touch three tile rows of the band's width plus its ring; the next row reuses
-        two of them, which were last touched that many tiles ago."""
-        return 3 * (self.cols + 2) + 3
-
-
-@dataclass(frozen=True)
-class TileRecord:
-    """The outcome of one tile of one level."""
-
-    slide_id: str
-    level: int
-    col: int
-    row: int
-    origin: Origin = "scratch"
-    dirty: bool = False  # a redaction changed pixels under this tile (at this or a finer level)
-    redacted: bool = False  # level 0 only: the engine changed this tile
-    boxes: int = 0
-    nbytes: int = 0
-    error_kind: str = ""
-    error_message: str = ""
-    levels: int = 1  # pyramid levels of the slide, so stages know whether a parent is due
-    seconds: float = 0.0  # time spent on this tile (QA report stage times)
-    box_list: tuple[Box, ...] = ()  # level 0: redacted boxes, level-0 pixels, at most MAX_RECORD_BOXES
-
-    @property
-    def has_parent(self) -> bool:
-        return self.level + 1 < self.levels
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.error_kind)
-
-
-def tile_name(slide_id: str, level: int, col: int, row: int) -> str:
-    return f"{slide_id}/L{level}/{col}_{row}.jpg"
-
-
-def half_name(slide_id: str, level: int, col: int, row: int) -> str:
-    return f"{slide_id}/H{level}/{col}_{row}.zst"
-
-
-def top_name(slide_id: str) -> str:
-    return f"{slide_id}/top.zst"
+        """A row's windows touch three tile rows of the band's width plus its ring, and the next row's
+        tiles are decoded before the oldest of those three rows is done with."""
+        return 4 * (self.cols + 2)
 
 
 def level_codecs(
@@ -214,7 +182,7 @@ def halve(pixels: np.ndarray) -> np.ndarray:
     return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
 
 
-def _copyable(codec: LevelCodec, shape: LevelShape, col: int, row: int) -> bool:
+def copyable(codec: LevelCodec, shape: LevelShape, col: int, row: int) -> bool:
     """A clean tile can be copied when the input level covers it with the same geometry."""
     raw = codec.source
     return raw is not None and raw.copyable(shape.width, shape.height, col, row)
@@ -230,165 +198,67 @@ def clearly_background(window: np.ndarray) -> bool:
     return window.size == 0 or int(window.max()) - int(window.min()) <= BACKGROUND_RANGE
 
 
-def failure(ctx: TileContext, level: int, col: int, row: int, exc: BaseException, doing: str) -> TileRecord:
-    """A record that fails its slide; the message is ours (DeidError) or names only the exception type."""
-    if isinstance(exc, DeidError):
-        kind, message = exc.error_kind, str(exc)
-    else:
-        kind, message = UnexpectedError.error_kind, f"unexpected {type(exc).__name__} while {doing}"
-    return TileRecord(ctx.slide_id, level, col, row, error_kind=kind, error_message=message, levels=ctx.level_count)
+@dataclass(frozen=True)
+class TilePlan:
+    """What a level-0 tile needs: the pixels to read (its window with text detection, else its core),
+    whether the redaction engine runs, and whether its stored tile could be copied if nothing changes."""
+
+    col: int
+    row: int
+    core: Box
+    read_box: Box
+    engine: bool
+    region_hit: bool
+    copy_candidate: bool
+
+    @property
+    def needs_pixels(self) -> bool:
+        """Pixels are read now when the engine runs or the tile is re-encoded whatever happens."""
+        return self.engine or not self.copy_candidate
 
 
-def redact_level0_tile(
-    reader: SlideReader, task: TileTask, scratch: Scratch, config: RedactionConfig | None = None
-) -> TileRecord:
-    """Read the overlapped window, redact its core, store the results; failures become records."""
-    try:
-        return _redact_level0_tile(reader, task, scratch, config)
-    except Exception as exc:  # noqa: BLE001 - one tile's failure fails its slide, not the run
-        return failure(task.context, 0, task.col, task.row, exc, "redacting a tile")
-
-
-def _redact_level0_tile(
-    reader: SlideReader, task: TileTask, scratch: Scratch, config: RedactionConfig | None
-) -> TileRecord:
-    start = time.perf_counter()
-    ctx = task.context
-    grid = ctx.grid
-    levels = grid.levels()
-    shape = levels[0]
-    core = core_box(shape, ctx.tile, task.col, task.row)
-    window_box = grid.window(task.col, task.row)
-    changed = False
-    boxes = 0
-    box_list: tuple[Box, ...] = ()
+def plan_tile(ctx: TileContext, shape: LevelShape, col: int, row: int, stored: bool) -> TilePlan:
+    """`stored`: the input holds the level-0 tile (col, row) of the copy source."""
+    core = core_box(shape, ctx.tile, col, row)
     text_search = ctx.redaction.text_mode != "off"
-    if not text_search:
-        window_box = core  # user regions need no context: the engine cuts them to the core
-    region_hit = any(intersect(r, window_box) for r in ctx.redaction.regions)
-    engine_needed = text_search or region_hit
-    if engine_needed:
-        window = reader.read_window(window_box, ctx.tile)
-        if not region_hit and clearly_background(window):
-            # No stroke can reach the detector's threshold: nothing to find, skip detection.
-            top, left = core.y - window_box.y, core.x - window_box.x
-            pixels = window[top : top + core.height, left : left + core.width]
-        else:
-            outcome = redact_window(window, (window_box.x, window_box.y), core, config or ctx.redaction)
-            pixels = np.asarray(outcome.pixels)
-            changed = bool(outcome.changed)
-            boxes = len(outcome.boxes) if changed else 0
-            box_list = tuple(outcome.boxes[:MAX_RECORD_BOXES]) if changed else ()
+    # User regions need no context: the engine cuts them to the core.
+    read_box = ctx.grid.window(col, row) if text_search else core
+    region_hit = any(intersect(r, read_box) for r in ctx.redaction.regions)
+    candidate = stored and copyable(ctx.codecs[0], shape, col, row)
+    return TilePlan(col, row, core, read_box, text_search or region_hit, region_hit, candidate)
+
+
+@dataclass(frozen=True)
+class Redacted:
+    """A level-0 tile after the engine: its core pixels, whether they changed, the boxes redacted."""
+
+    pixels: np.ndarray = field(repr=False)
+    changed: bool
+    boxes: int = 0
+    box_list: tuple[Box, ...] = ()
+    # Text candidates below --review_threshold that nothing redacted covers (deid/review/decision.py).
+    uncertain: tuple[Candidate, ...] = ()
+
+
+def redact_tile(plan: TilePlan, window: np.ndarray, config: RedactionConfig) -> Redacted:
+    """The tile's core from its window (`plan.read_box`), redacted when the engine runs."""
+    core, box = plan.core, plan.read_box
+    changed, boxes = False, 0
+    box_list: tuple[Box, ...] = ()
+    uncertain: tuple[Candidate, ...] = ()
+    if not plan.engine:
+        pixels = window
+    elif not plan.region_hit and clearly_background(window):
+        # No stroke can reach the detector's threshold: nothing to find, skip detection.
+        top, left = core.y - box.y, core.x - box.x
+        pixels = window[top : top + core.height, left : left + core.width]
     else:
-        pixels = reader.read_window(core, ctx.tile)
+        outcome = redact_window(window, (box.x, box.y), core, config)
+        pixels = np.asarray(outcome.pixels)
+        changed = bool(outcome.changed)
+        if changed:
+            boxes, box_list = len(outcome.boxes), tuple(outcome.boxes[:MAX_TILE_BOXES])
+        uncertain = outcome.pending[:MAX_TILE_BOXES]
     if pixels.shape[:2] != (core.height, core.width):
         raise SlideReadError("the redaction engine returned a tile of the wrong size")
-    codec = ctx.codecs[0]
-    origin: Origin = "scratch"
-    nbytes = 0
-    if (
-        not changed
-        and _copyable(codec, shape, task.col, task.row)
-        and codec.source is not None
-        and reader.has_tile(codec.source, task.col, task.row)
-    ):
-        origin = "source"
-        nbytes = len(reader.raw_tile(codec.source, task.col, task.row))
-    else:
-        data = encode_tile(pixels, ctx.tile, codec, ctx.quality)
-        scratch.put(tile_name(ctx.slide_id, 0, task.col, task.row), data)
-        nbytes = len(data)
-    if ctx.level_count > 1:
-        scratch.put(half_name(ctx.slide_id, 0, task.col, task.row), pack_pixels(halve(pixels)))
-    else:
-        scratch.put(top_name(ctx.slide_id), pack_pixels(pixels))
-    return TileRecord(
-        ctx.slide_id,
-        0,
-        task.col,
-        task.row,
-        origin=origin,
-        dirty=changed,
-        redacted=changed,
-        boxes=boxes,
-        nbytes=nbytes,
-        levels=ctx.level_count,
-        seconds=time.perf_counter() - start,
-        box_list=box_list,
-    )
-
-
-def build_parent(
-    ctx: TileContext, level: int, col: int, row: int, children: list[TileRecord], scratch: Scratch
-) -> TileRecord:
-    """Tile (col, row) of `level` from the half-size pixels of its children at `level - 1`."""
-    failed = next((child for child in children if child.failed), None)
-    if failed is not None:
-        return TileRecord(
-            ctx.slide_id,
-            level,
-            col,
-            row,
-            error_kind=failed.error_kind,
-            error_message=failed.error_message,
-            levels=ctx.level_count,
-        )
-    try:
-        return _build_parent(ctx, level, col, row, children, scratch)
-    except Exception as exc:  # noqa: BLE001 - one parent's failure fails its slide, not the run
-        return failure(ctx, level, col, row, exc, "building a pyramid tile")
-
-
-def _build_parent(
-    ctx: TileContext, level: int, col: int, row: int, children: list[TileRecord], scratch: Scratch
-) -> TileRecord:
-    start = time.perf_counter()
-    levels = ctx.grid.levels()
-    shape = levels[level]
-    child_shape = levels[level - 1]
-    core = core_box(shape, ctx.tile, col, row)
-    expected = {
-        (c, r)
-        for r in (2 * row, 2 * row + 1)
-        for c in (2 * col, 2 * col + 1)
-        if c < child_shape.cols and r < child_shape.rows
-    }
-    got = {(child.col, child.row) for child in children}
-    if got != expected:
-        raise SlideReadError("a pyramid tile is missing some of its children")
-    half = ctx.tile // 2
-    pixels = np.empty((core.height, core.width, 3), np.uint8)
-    for child in children:
-        name = half_name(ctx.slide_id, level - 1, child.col, child.row)
-        part = unpack_pixels(scratch.get(name))
-        x0, y0 = (child.col - 2 * col) * half, (child.row - 2 * row) * half
-        h = min(part.shape[0], core.height - y0)
-        w = min(part.shape[1], core.width - x0)
-        pixels[y0 : y0 + h, x0 : x0 + w] = part[:h, :w]
-    dirty = any(child.dirty for child in children)
-    codec = ctx.codecs[level]
-    origin: Origin = "scratch"
-    nbytes = 0
-    if not dirty and _copyable(codec, shape, col, row):
-        origin = "source"
-    else:
-        data = encode_tile(pixels, ctx.tile, codec, ctx.quality)
-        scratch.put(tile_name(ctx.slide_id, level, col, row), data)
-        nbytes = len(data)
-    if level + 1 < ctx.level_count:
-        scratch.put(half_name(ctx.slide_id, level, col, row), pack_pixels(halve(pixels)))
-    else:
-        scratch.put(top_name(ctx.slide_id), pack_pixels(pixels))
-    for child in children:
-        scratch.delete(half_name(ctx.slide_id, level - 1, child.col, child.row))
-    return TileRecord(
-        ctx.slide_id,
-        level,
-        col,
-        row,
-        origin=origin,
-        dirty=dirty,
-        nbytes=nbytes,
-        levels=ctx.level_count,
-        seconds=time.perf_counter() - start,
-    )
+    return Redacted(pixels, changed, boxes, box_list, uncertain)
