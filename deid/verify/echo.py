@@ -58,14 +58,14 @@ def kept_texts(before: Any, after: Any, user_kept: frozenset[int] = frozenset())
     (--keep) are left out: the user's choice does not make a value safe for the leak check."""
 
     def texts(ds: Any) -> set[tuple[int, str]]:
-        return {
-            (int(elem.tag), elem.value.strip().casefold())
-            for elem in ds.iterall()
-            if elem.VR in _TEXT_VRS
-            and isinstance(elem.value, str)
-            and not elem.tag.is_private
-            and int(elem.tag) not in user_kept
-        }
+        found: set[tuple[int, str]] = set()
+        for elem in ds.iterall():
+            if elem.VR not in _TEXT_VRS or elem.tag.is_private or int(elem.tag) in user_kept:
+                continue
+            # Multi-valued text (ImageType ORIGINAL\PRIMARY\LOCALIZER) keeps each of its values.
+            values = [elem.value] if isinstance(elem.value, str) else list(elem.value or [])
+            found |= {(int(elem.tag), v.strip().casefold()) for v in values if isinstance(v, str)}
+        return found
 
     own = {
         elem.value.strip().casefold()

@@ -4,6 +4,7 @@ note, not a leak; anything carrying a name, ID or date of the input still quaran
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -76,3 +77,15 @@ def test_wording_of_an_earlier_deidentification_is_not_a_leak() -> None:
     element; our output writes the same meaning, which is the de-identifier's own vocabulary."""
     result = _run("CT PE CHEST", "CHEST", private="Basic Application Confidentiality Profile")
     assert not result.leaked
+
+
+def test_a_file_name_word_equal_to_a_kept_multi_valued_code_is_no_leak(tmp_path: Path) -> None:
+    """presidio's 2_ORIGINAL.dicom: the name's 'ORIGINAL' is also a value of the kept ImageType."""
+    ds = dicom_factory.instance(1, 5)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    data = dicom_factory.to_bytes(ds)
+    path = tmp_path / "2_ORIGINAL.dicom"
+    path.write_bytes(data)
+    settings = RunSettings(output="unused", key_token=KEY.to_token(), input_root=str(tmp_path))
+    source = InstanceSource(hashlib.sha256(data).hexdigest(), str(path))
+    assert not deidentify_instance(data, settings, KEY, source).leaked
