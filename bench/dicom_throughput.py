@@ -4,7 +4,8 @@
 
 Makes N copies of pydicom's CT_small.dcm with distinct UIDs (100 per study, 3 series per study),
 then, `--runs` times, runs both commands as subprocesses on the same files and times the whole
-command (interpreter start-up, Beam start-up, listing, records and manifest included):
+command (interpreter start-up, Beam start-up, listing, records and manifest included), and the CPU
+time of the command with its worker processes:
 
 - the pipeline exactly as a user runs it: `python -m pipeline --input IN --output OUT` with the
   CLI's default options (no --runner, no key file), plus `--pipeline-args` if given;
@@ -13,14 +14,16 @@ command (interpreter start-up, Beam start-up, listing, records and manifest incl
 
 The two commands alternate which goes first from run to run, so that a drift in machine speed
 (shared cloud cores change speed from minute to minute) weighs on both. Each run prints both
-figures and their ratio; the end prints the spread of the ratio per size. The issue's targets are
-a ratio of at least 2.0 at 1,000 files and 2.5 at 10,000. Not a test: numbers depend on the machine.
+figures, their ratio and the load average; the end prints the spread of the ratio per size. The
+issue's targets are a ratio of at least 2.0 at 1,000 files and 2.5 at 10,000. Not a test: numbers
+depend on the machine, and on what else runs on it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shlex
 import shutil
 import statistics
@@ -51,17 +54,23 @@ def make_inputs(target: Path, count: int) -> None:
         template.save_as(target / f"ct_{index:05d}.dcm", enforce_file_format=True)
 
 
-def timed(command: list[str], log: Path) -> float:
-    start = time.perf_counter()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str], log: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of the whole command, its worker processes included."""
+    cpu, start = _children_cpu(), time.perf_counter()
     with log.open("wb") as sink:
         status = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, check=False).returncode
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, _children_cpu() - cpu
     if status != 0:
         raise SystemExit(f"{command[:3]} failed with status {status}; see {log}")
-    return elapsed
+    return elapsed, cpu
 
 
-def run_pipeline(source: Path, output: Path, extra: list[str], log: Path) -> float:
+def run_pipeline(source: Path, output: Path, extra: list[str], log: Path) -> tuple[float, float]:
     shutil.rmtree(output, ignore_errors=True)
     elapsed = timed([sys.executable, "-m", "pipeline", "--input", str(source), "--output", str(output), *extra], log)
     written = sum(1 for _ in (output / "dicom").rglob("*.dcm"))
@@ -71,7 +80,7 @@ def run_pipeline(source: Path, output: Path, extra: list[str], log: Path) -> flo
     return elapsed
 
 
-def run_dicognito(source: Path, output: Path, log: Path) -> float:
+def run_dicognito(source: Path, output: Path, log: Path) -> tuple[float, float]:
     shutil.rmtree(output, ignore_errors=True)
     elapsed = timed([sys.executable, "-m", "dicognito", "--output-directory", str(output), "--quiet", str(source)], log)
     written = sum(1 for _ in output.rglob("*.dcm"))
@@ -101,18 +110,19 @@ def main() -> None:
             ratios = []
             for run in range(args.runs):
                 order = ("pipeline", "dicognito") if run % 2 else ("dicognito", "pipeline")
-                seconds = {}
+                seconds, cpu = {}, {}
                 for name in order:
                     log = work / f"{name}-{size}-{run}.log"
                     if name == "pipeline":
-                        seconds[name] = run_pipeline(source, work / "out", extra, log)
+                        seconds[name], cpu[name] = run_pipeline(source, work / "out", extra, log)
                     else:
-                        seconds[name] = run_dicognito(source, work / "dicognito", log)
+                        seconds[name], cpu[name] = run_dicognito(source, work / "dicognito", log)
                 ours, theirs = size / seconds["pipeline"], size / seconds["dicognito"]
                 ratios.append(ours / theirs)
                 print(
-                    f"files {size:6d} run {run + 1}: pipeline {seconds['pipeline']:7.2f} s {ours:7.1f} files/s | "
-                    f"dicognito {seconds['dicognito']:7.2f} s {theirs:7.1f} files/s | ratio {ours / theirs:.2f}x",
+                    f"files {size:6d} run {run + 1}: pipeline {seconds['pipeline']:7.2f} s {ours:7.1f} files/s "
+                    f"(CPU {cpu['pipeline']:6.1f} s) | dicognito {seconds['dicognito']:7.2f} s {theirs:7.1f} files/s "
+                    f"(CPU {cpu['dicognito']:6.1f} s) | ratio {ours / theirs:.2f}x | load {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
             target = TARGETS.get(size)

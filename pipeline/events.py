@@ -24,7 +24,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import re
 import signal
 import threading
 import time
@@ -34,11 +33,12 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.io.gcp.pubsub import PubsubMessage, parse_subscription
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
-from apache_beam.transforms import window
-from google.cloud import pubsub_v1
+from apache_beam.transforms.environments import EmbeddedPythonEnvironment
+from google.cloud.pubsub_v1 import SubscriberClient
 
 from deid.cloud.healthcare import DEFAULT_ENDPOINT, check_store_name
 from deid.errors import ConfigError
@@ -46,13 +46,13 @@ from deid.settings import RunSettings, split_list
 from pipeline.manifest import MANIFEST_RELPATH, options_record
 from pipeline.options import DeidOptions
 from transforms.event_sources import EventSources, notice_version, watched_notices
-from transforms.events import DeidentifyEvents, EventSettings, carry_for, drop_carry
+from transforms.events import DeidentifyEvents, EventSettings, RoundItems
 from transforms.files import output_path, remove_tree, run_staging_dir, write_record
 from transforms.listing import input_pattern
+from transforms.round_feed import drop_feed, feed
 from transforms.window_records import WINDOW_MANIFEST
 
 _LOG = logging.getLogger("deid")
-_SUBSCRIPTION = r"projects/[^/\s]+/subscriptions/[^/\s]+"
 # A pulled message's ack deadline is pushed to this before its round runs (Pub/Sub's maximum).
 ACK_EXTENSION_S = 600
 
@@ -66,8 +66,13 @@ def event_settings(options: DeidOptions) -> EventSettings:
     """Check the event mode's options (ConfigError, exit 2) and freeze them."""
     subscriptions = subscriptions_of(options)
     for name in subscriptions:
-        if not re.fullmatch(_SUBSCRIPTION, name):
-            raise ConfigError("--input_subscription: expected projects/P/subscriptions/S (comma-separated)")
+        try:
+            parse_subscription(name)  # Beam's own rule, which ReadFromPubSub applies
+        except ValueError:
+            raise ConfigError(
+                "--input_subscription: expected projects/PROJECT/subscriptions/NAME (comma-separated), "
+                "with a valid project id"
+            ) from None
     if options.watch and not options.input:
         raise ConfigError("--watch needs --input: the local directory or gs:// prefix to poll")
     if subscriptions and not (options.input or options.healthcare_source_store):
@@ -160,7 +165,7 @@ class LocalPoller:
         self._pattern = input_pattern(watch_input) if watch_input else None
         self._output = output
         self._seen: set[tuple[str, int, str]] = set()
-        self._client: Any = pubsub_v1.SubscriberClient() if self._subscriptions else None
+        self._client: Any = SubscriberClient() if self._subscriptions else None
         self.acks: dict[str, list[str]] = {name: [] for name in self._subscriptions}
 
     def poll(self) -> list[tuple[object, float]]:
@@ -212,11 +217,21 @@ class LocalEventRun:
         self._settings = settings
         self._events = events
         self._started = started
-        self._carry_id = f"{settings.run_id}-{uuid.uuid4().hex[:8]}"
+        self._feed_id = f"{settings.run_id}-{uuid.uuid4().hex[:8]}"
         self.stop = threading.Event()
         direct = options.view_as(DirectOptions)
-        # One process: the rounds share `Carry` with the launcher.
+        # One process: the rounds' DoFns share the feed with this launcher.
         direct.direct_running_mode, direct.direct_num_workers = "in_memory", 1
+        # Built once, run once per round: building and translating the graph costs more than a
+        # round of a few inputs.
+        self._runner = fn_runner.FnApiRunner()
+        self._pipeline = beam.Pipeline(runner=self._runner, options=options)
+        self._proto: beam_runner_api_pb2.Pipeline | None = None
+        _ = (
+            self._pipeline
+            | "Notices" >> RoundItems(self._feed_id)
+            | "Deidentify" >> DeidentifyEvents(settings, dataclasses.replace(events, feed_id=self._feed_id))
+        )
 
     def run(self) -> None:
         deid_options = self._options.view_as(DeidOptions)
@@ -235,10 +250,18 @@ class LocalEventRun:
                 while True:
                     gathered = self._gather(poller, deid_options)
                     draining = self.stop.is_set()
-                    carried = carry_for(self._carry_id).take()
+                    carried = feed(self._feed_id).take_left()
                     if gathered or carried:
                         poller.extend()
+                        began = time.monotonic()
                         self._round(rounds, carried + gathered, draining)
+                        _LOG.info(
+                            "event mode: round %d took %.1f s for %d new and %d waiting notices",
+                            rounds,
+                            time.monotonic() - began,
+                            len(gathered),
+                            len(carried),
+                        )
                         rounds += 1
                     poller.acknowledge()
                     if draining:
@@ -246,7 +269,7 @@ class LocalEventRun:
             outcome, status = "drained", 0
         finally:
             poller.close()
-            drop_carry(self._carry_id)
+            drop_feed(self._feed_id)
             remove_tree(run_staging_dir(self._settings.output, self._settings.run_id))
             if self._settings.scratch_location:
                 remove_tree(self._settings.scratch_location)
@@ -264,15 +287,19 @@ class LocalEventRun:
             self.stop.wait(min(interval, max(0.0, deadline - time.monotonic())))
 
     def _round(self, number: int, items: list[tuple[object, float]], draining: bool) -> None:
-        events = dataclasses.replace(self._events, round=number, carry_id=None if draining else self._carry_id)
-        pipeline = beam.Pipeline(runner=fn_runner.FnApiRunner(), options=self._options)
-        _ = (
-            pipeline
-            | "Notices" >> beam.Create(items, reshuffle=False)
-            | "AtTheirTime" >> beam.Map(lambda item: window.TimestampedValue(item[0], item[1]))
-            | "Deidentify" >> DeidentifyEvents(self._settings, events)
-        )
-        pipeline.run().wait_until_finish()
+        current = feed(self._feed_id)
+        current.items, current.number, current.draining = items, number, draining
+        try:
+            if self._proto is None:
+                self._pipeline.run().wait_until_finish()
+                # The graph as the runner ran it; later rounds skip translating it again.
+                self._proto = self._pipeline.to_runner_api(default_environment=EmbeddedPythonEnvironment.default())
+            else:
+                proto = beam_runner_api_pb2.Pipeline()
+                proto.CopyFrom(self._proto)
+                self._runner.run_via_runner_api(proto, self._options).wait_until_finish()
+        finally:
+            current.items = []
 
 
 @contextlib.contextmanager

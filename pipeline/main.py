@@ -58,8 +58,8 @@ from deid.settings import (
     split_list,
     split_tag_list,
 )
-from pipeline.cluster import check_dask_request, dask_runner_if_asked, is_dask_runner
 from pipeline.cli import HelpFormatter, configure_logging, log_level_of, program_name
+from pipeline.cluster import check_dask_request, dask_runner_if_asked, is_dask_runner
 from pipeline.events import event_mode, run_events
 from pipeline.manifest import new_run_id, write_manifest
 from pipeline.options import DeidOptions, check_argv
@@ -71,10 +71,10 @@ from transforms.dicomweb import DicomwebDeidentify
 from transforms.files import is_out_of_space, is_out_of_space_text, remove_tree, run_scratch_location, run_staging_dir
 from transforms.healthcare import HealthcareDeidentify
 from transforms.listing import ListInputs, admit, input_pattern
-from transforms.progress import by_status, one, tap
+from transforms.progress import one, tap, tap_branch
 from transforms.qa import WriteQaReport
-from transforms.review import WriteReviewPage
 from transforms.records import WriteRecords, dead_letter_audit, linkage_tables_present
+from transforms.review import WriteReviewPage
 from transforms.wsi import DeidentifyWsi
 
 _LOG = logging.getLogger("deid")
@@ -196,11 +196,14 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
         )
         dead_letters += [unreadable, admitted["refused"] | "Refused" >> ToDeadLetters()]
         tap(refs, "ProgressListed", settings.progress_dir, one("listed"))
-        tap(unreadable, "ProgressUnreadable", settings.progress_dir, one("listed"))
+        for label, failed in (("ProgressUnreadable", unreadable), ("ProgressRefused", admitted["refused"])):
+            tap(failed, label, settings.progress_dir, one("dead_letter"))
+        tap(unreadable, "ProgressUnreadableListed", settings.progress_dir, one("listed"))
         dicom_refs, wsi_refs = admitted["admitted"] | "ByKind" >> beam.Partition(_ByKind(), 2)
         if not _cloud_takes_dicom(deid_options):
             branches.append(dicom_refs | "Dicom" >> DeidentifyDicom(settings))
         wsi = wsi_refs | "Wsi" >> _wsi_branch(settings)
+        tap_branch(wsi, "ProgressWsi", settings.progress_dir)  # DICOM instances count themselves
         branches.append(wsi)
     if wsi is not None and deid_options.healthcare_source_store and settings.wsi.output_format != "tiff":
         # Slides written as DICOM VL Whole Slide Microscopy go to the source store with the DICOM inputs.
@@ -216,7 +219,6 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
     audit = (
         [b.audit for b in branches] + [all_dead | "DeadLetterAudit" >> beam.Map(dead_letter_audit)]
     ) | "AllAudit" >> beam.Flatten()
-    tap(audit, "ProgressDone", settings.progress_dir, by_status)
     _ = audit | "CountStatuses" >> CountStatuses()
 
     records: dict[str, beam.PCollection] = {"audit": audit, "dead_letter": all_dead}
@@ -274,6 +276,7 @@ def _cloud_branches(
     if healthcare is not None:
         source = dicom_refs if dicom_refs is not None else p
         branches.append(source | "Healthcare" >> HealthcareDeidentify(healthcare, settings.limits))
+        tap_branch(branches[-1], "ProgressHealthcare", settings.progress_dir)
     if options.dicomweb_source or options.dicomweb_destination:
         local = dicom_refs if dicom_refs is not None and healthcare is None else p
         branches.append(

@@ -77,7 +77,9 @@ def unit_fraction(value: str) -> float:
 
 
 def _flag(parser: argparse._ActionsContainer, name: str, help_text: str) -> None:
-    parser.add_argument(f"--{name}", type=parse_bool, nargs="?", const=True, default=False, help=help_text)
+    parser.add_argument(
+        f"--{name}", type=parse_bool, nargs="?", const=True, default=False, metavar="true|false", help=help_text
+    )
 
 
 class DeidOptions(PipelineOptions):
@@ -327,8 +329,7 @@ class DeidOptions(PipelineOptions):
             "--window_seconds",
             type=positive_int,
             default=60,
-            help="Event mode: audit and dead-letter records are written as new files per window of "
-            "this many seconds.",
+            help="Event mode: audit and dead-letter records are written as new files per window of this many seconds.",
         )
 
 

@@ -53,7 +53,7 @@ class ProgressFiles:
             self._offsets[name] = self._offsets.get(name, 0) + len(complete)
             for line in complete.decode("ascii", "replace").splitlines():
                 event, _, number = line.partition(" ")
-                if event in EVENTS and number.isdigit():
+                if event in EVENTS and number.lstrip("-").isdigit():
                     self.counts[event] += int(number)
         return self.counts
 

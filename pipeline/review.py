@@ -67,7 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame", type=int, help="With --redact: only this frame (0-based); default every frame.")
     parser.add_argument("--reason", help="With --reject: why (recorded in review/decisions.jsonl).")
     parser.add_argument("--reviewer", help="Who decides (default: the OS user).")
-    parser.add_argument("--dicomweb_destination", help="With --approve: DICOMweb URL for instances held on their way there.")
+    parser.add_argument(
+        "--dicomweb_destination", help="With --approve: DICOMweb URL for instances held on their way there."
+    )
     return parser
 
 
@@ -165,8 +167,16 @@ def run(argv: Sequence[str]) -> int:
         (held,) = _resolve(output, [args.redact])
         _, summary = redact(output, held, boxes, args.frame)
         decisions.append(
-            {"id": review_id, "when": when, "who": who, "what": "redact", "input_sha256": held.input_sha256,
-             "boxes": [b.as_list() for b in boxes], "frame": args.frame, "result": "redacted"}
+            {
+                "id": review_id,
+                "when": when,
+                "who": who,
+                "what": "redact",
+                "input_sha256": held.input_sha256,
+                "boxes": [b.as_list() for b in boxes],
+                "frame": args.frame,
+                "result": "redacted",
+            }
         )
         _append_decisions(output, decisions)
         write_review_page(output)
@@ -184,8 +194,12 @@ def run(argv: Sequence[str]) -> int:
             outcome = reject(held, review_id)
         outcomes.append(outcome)
         line: dict[str, object] = {
-            "id": review_id, "when": when, "who": who, "what": "approve" if args.approve else "reject",
-            "input_sha256": held.input_sha256, "result": outcome.result,
+            "id": review_id,
+            "when": when,
+            "who": who,
+            "what": "approve" if args.approve else "reject",
+            "input_sha256": held.input_sha256,
+            "result": outcome.result,
         }
         if args.reject:
             line["reason"] = args.reason.strip()

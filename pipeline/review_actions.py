@@ -134,7 +134,12 @@ def recheck(output: str, held: HeldInput, paths: Sequence[str], location: str) -
         for relpath in held.outputs:
             target = os.path.join(local, *relpath.split("/"))
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            with FileSystems.open(output_path(output, held_relpath(held.input_sha256, relpath)), compression_type=RAW) as src, open(target, "wb") as dst:
+            with (
+                FileSystems.open(
+                    output_path(output, held_relpath(held.input_sha256, relpath)), compression_type=RAW
+                ) as src,
+                open(target, "wb") as dst,
+            ):
                 shutil.copyfileobj(src, dst, 8 * 1024 * 1024)
         return scan_outputs(local, held.outputs, values)
 
@@ -149,10 +154,14 @@ def approve(output: str, held: HeldInput, location: str, review_id: str, destina
     details = {**held.details, "review": held.reason, "review_id": review_id}
     if hits:
         for index, relpath in enumerate(held.outputs):
-            publish_object(output_path(output, held_relpath(sha, relpath)), output, quarantine_relpath(sha, relpath, index))
+            publish_object(
+                output_path(output, held_relpath(sha, relpath)), output, quarantine_relpath(sha, relpath, index)
+            )
         message = summarize(hits)
         dead = DeadLetterRecord(sha, "leak", message, held.kind)  # type: ignore[arg-type]
-        return Outcome(replace(dead.to_audit(), reviewed="approved"), dead, f"{sha[:12]}: quarantined ({message})", "quarantined")
+        return Outcome(
+            replace(dead.to_audit(), reviewed="approved"), dead, f"{sha[:12]}: quarantined ({message})", "quarantined"
+        )
     if held.destination == "dicomweb":
         if not destination:
             raise ConfigError(f"{sha[:12]} was held on its way to a DICOMweb destination: give --dicomweb_destination")
@@ -162,7 +171,9 @@ def approve(output: str, held: HeldInput, location: str, review_id: str, destina
         conflict = _conflict(output, held)
         if conflict is not None:
             dead = DeadLetterRecord(sha, conflict.error_kind, str(conflict), held.kind)  # type: ignore[arg-type]
-            return Outcome(replace(dead.to_audit(), reviewed="approved"), dead, f"{sha[:12]}: {conflict}", "uid_conflict")
+            return Outcome(
+                replace(dead.to_audit(), reviewed="approved"), dead, f"{sha[:12]}: {conflict}", "uid_conflict"
+            )
         outputs = [publish_object(output_path(output, held_relpath(sha, r)), output, r) for r in held.outputs]
     audit = AuditRecord(sha, held.kind, "ok", tuple(outputs), held.actions, details=details, reviewed="approved")  # type: ignore[arg-type]
     return Outcome(audit, None, f"{sha[:12]}: published {', '.join(outputs)}", "published")
@@ -209,9 +220,9 @@ def redact(output: str, held: HeldInput, boxes: Sequence[Box], frame: int | None
         if box.x + box.width > width or box.y + box.height > height:
             raise ConfigError(f"box {box.as_list()} does not lie inside the {width} x {height} image")
     held_path = output_path(output, held.held_paths()[0])
-    ds = pydicom.dcmread(io.BytesIO(read_object(held_path)))
+    held_ds = pydicom.dcmread(io.BytesIO(read_object(held_path)))
     frames = None if frame is None else frozenset({frame})
-    ds, _, _ = redact_dicom_frames(ds, RedactionConfig(regions=tuple(boxes)), frames=frames)
+    ds, _, _ = redact_dicom_frames(held_ds, RedactionConfig(regions=tuple(boxes)), frames=frames)
     payload = write_dicom(ds)
     candidates = _settle_with(held.candidates, boxes, frame)
     previews = dicom_previews(pydicom.dcmread(io.BytesIO(payload)), candidates)
@@ -222,7 +233,10 @@ def redact(output: str, held: HeldInput, boxes: Sequence[Box], frame: int | None
     updated = replace(held, candidates=candidates, previews=tuple(p for p, _ in previews))
     write_atomically(output, f"{folder}/{REVIEW_JSON}", updated.to_json().encode("utf-8"))
     where = "every frame" if frame is None else f"frame {frame}"
-    return updated, f"{held.input_sha256[:12]}: {len(boxes)} box(es) redacted on {where}, {len(updated.pending)} pending"
+    return (
+        updated,
+        f"{held.input_sha256[:12]}: {len(boxes)} box(es) redacted on {where}, {len(updated.pending)} pending",
+    )
 
 
 def _settle_with(

@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deid.redaction.confidence import PLATT, detect_evidence, detect_score  # noqa: E402
-from deid.redaction.detect import detect_text_lines  # noqa: E402
+from deid.redaction.confidence import PLATT, detect_evidence, detect_score
+from deid.redaction.detect import detect_text_lines
 
 FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_COMPLEX)
 ALPHABET = string.ascii_uppercase + string.digits + string.ascii_lowercase + "^-/:. "
@@ -50,8 +50,13 @@ def _ground(rng: np.random.Generator) -> tuple[np.ndarray, bool]:
         dark = False
     elif kind == 2:  # CT-like disc on black
         base = np.zeros((HEIGHT, WIDTH))
-        cv2.circle(base, (int(rng.integers(80, 240)), int(rng.integers(60, 180))), int(rng.integers(60, 140)),
-                   float(rng.uniform(60, 140)), -1)
+        cv2.circle(
+            base,
+            (int(rng.integers(80, 240)), int(rng.integers(60, 180))),
+            int(rng.integers(60, 140)),
+            float(rng.uniform(60, 140)),
+            -1,
+        )
         base = cv2.GaussianBlur(base, (0, 0), 3)
         dark = True
     elif kind == 3:  # grey gradient
@@ -60,12 +65,22 @@ def _ground(rng: np.random.Generator) -> tuple[np.ndarray, bool]:
         dark = float(base.mean()) < 128
     else:  # tissue-like: stained texture with nuclei
         base = np.full((HEIGHT, WIDTH), rng.uniform(150, 200))
-        coarse = cv2.resize(rng.normal(size=(HEIGHT // 24, WIDTH // 24)), (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC)
+        coarse = cv2.resize(
+            rng.normal(size=(HEIGHT // 24, WIDTH // 24)), (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC
+        )
         base += 25 * coarse
         for _ in range(int(rng.integers(20, 120))):
-            cv2.ellipse(base, (int(rng.integers(0, WIDTH)), int(rng.integers(0, HEIGHT))),
-                        (int(rng.integers(3, 8)), int(rng.integers(3, 6))), float(rng.integers(0, 180)), 0, 360,
-                        float(rng.uniform(60, 120)), -1, cv2.LINE_AA)
+            cv2.ellipse(
+                base,
+                (int(rng.integers(0, WIDTH)), int(rng.integers(0, HEIGHT))),
+                (int(rng.integers(3, 8)), int(rng.integers(3, 6))),
+                float(rng.integers(0, 180)),
+                0,
+                360,
+                float(rng.uniform(60, 120)),
+                -1,
+                cv2.LINE_AA,
+            )
         base = cv2.GaussianBlur(base, (0, 0), 1.0)
         dark = False
     return np.clip(base + noise, 0, 255).astype(np.uint8), dark
@@ -82,9 +97,13 @@ def _text(rng: np.random.Generator, image: np.ndarray, dark: bool, lines: list[n
     scale = float(rng.uniform(0.3, 1.5))
     thickness = int(rng.integers(1, 4))
     (w, h), _ = cv2.getTextSize(text, font, scale, thickness)
-    x = int(rng.integers(-w // 3, max(1, WIDTH - w // 2))) if rng.random() < 0.2 else int(rng.integers(0, max(1, WIDTH - w)))
+    x = (
+        int(rng.integers(-w // 3, max(1, WIDTH - w // 2)))
+        if rng.random() < 0.2
+        else int(rng.integers(0, max(1, WIDTH - w)))
+    )
     y = int(rng.integers(h + 2, HEIGHT - 4))
-    ground = float(np.median(image[max(0, y - h): y + 2, max(0, x): max(1, x + w)]))
+    ground = float(np.median(image[max(0, y - h) : y + 2, max(0, x) : max(1, x + w)]))
     contrast = float(rng.uniform(45, 230))
     layer = np.zeros_like(image)
     cv2.putText(layer, text, (x, y), font, scale, 255, thickness, cv2.LINE_AA)
@@ -96,8 +115,8 @@ def _text(rng: np.random.Generator, image: np.ndarray, dark: bool, lines: list[n
     image[:] = np.clip(image * (1 - alpha) + value * alpha, 0, 255).astype(np.uint8)
     if rng.random() < 0.15:  # half of the line over a bright structure (partly hidden text)
         x0 = max(0, x + w // 2)
-        image[max(0, y - h - 2): y + 4, x0: x0 + w] = np.maximum(
-            image[max(0, y - h - 2): y + 4, x0: x0 + w], int(value)
+        image[max(0, y - h - 2) : y + 4, x0 : x0 + w] = np.maximum(
+            image[max(0, y - h - 2) : y + 4, x0 : x0 + w], int(value)
         )
     # Ink: pixels the text visibly changed (by 30 levels, or 30 % of its contrast for strong text).
     lines.append(np.abs(image.astype(np.int16) - before.astype(np.int16)) > max(30.0, 0.3 * contrast))
@@ -125,7 +144,9 @@ def _confuser(rng: np.random.Generator, image: np.ndarray, dark: bool) -> None:
             cv2.line(image, (x, y), (x, y - length), value, 1)
     elif kind == 3:  # a row of blobs
         for x in range(x0, x1, step + 4):
-            cv2.ellipse(image, (x, y + int(rng.integers(-2, 3))), (size + 2, size + 3), 0, 0, 360, value, -1, cv2.LINE_AA)
+            cv2.ellipse(
+                image, (x, y + int(rng.integers(-2, 3))), (size + 2, size + 3), 0, 0, 360, value, -1, cv2.LINE_AA
+            )
     elif kind == 4:  # caliper crosses
         for x in range(x0, x1, step * 3):
             cv2.drawMarker(image, (x, y), value, cv2.MARKER_CROSS, 8 + size * 2, 1)

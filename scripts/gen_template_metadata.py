@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pipeline.options import DeidOptions, non_negative_int, parse_bool, positive_int  # noqa: E402
+from pipeline.options import DeidOptions, non_negative_int, parse_bool, positive_int, unit_fraction  # noqa: E402
 
 METADATA_PATH = ROOT / "templates" / "metadata.json"
 
@@ -135,6 +135,8 @@ def _number_regex(kind: Callable[..., Any]) -> str:
         return r"^[1-9][0-9]*$"
     if kind is non_negative_int:
         return r"^(0|[1-9][0-9]*)$"
+    if kind is unit_fraction:
+        return r"^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$"
     if kind is float:
         return r"^-?[0-9]+(\.[0-9]+)?$"
     return r"^-?[0-9]+$"
@@ -164,7 +166,7 @@ def parameter_for(action: argparse.Action) -> dict[str, Any]:
     elif action.type is parse_bool:
         param["paramType"] = "BOOLEAN"
         param["regexes"] = ["^(true|false)$"]
-    elif action.type in (positive_int, non_negative_int, int, float):
+    elif action.type in (positive_int, non_negative_int, unit_fraction, int, float):
         param["paramType"] = "NUMBER"
         param["regexes"] = [_number_regex(action.type)]  # type: ignore[arg-type]
     elif name in GCS_PATHS:

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import cv2
-
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset

@@ -58,6 +58,7 @@ from transforms.files import (
     stage_bytes,
     write_atomically,
 )
+from transforms.progress import tap_outcomes
 from transforms.qa import QA_TAG
 from transforms.review import held_audit, held_input, hold_bytes
 
@@ -269,7 +270,8 @@ def deidentify_instances(
     published = (
         results["staged"]
         | "ByOutputPath" >> beam.GroupByKey()
-        | "Publish" >> beam.ParDo(_PublishFn(settings.output, destination_url, retry, destination_session)).with_outputs(
+        | "Publish"
+        >> beam.ParDo(_PublishFn(settings.output, destination_url, retry, destination_session)).with_outputs(
             FAILED, main="audit"
         )
     )
@@ -279,6 +281,8 @@ def deidentify_instances(
         published[FAILED],
     ) | "AllDeadLetters" >> beam.Flatten()
     audit = (published["audit"], results[HELD]) | "AuditAndHeld" >> beam.Flatten()
+    failed = (results[FAILED], results[REFUSED])
+    tap_outcomes(settings.progress_dir, results["staged"], results[HELD], failed, published[FAILED])
     return DeidOutputs(audit=audit, dead_letters=dead, linkage=results[LINKAGE], qa=results[QA_TAG])
 
 

@@ -19,15 +19,14 @@
 On Dataflow a session window fires when the watermark passes its end, so a unit is always settled.
 A local run goes in rounds (pipeline/events.py): each round is a bounded run over the notices of
 the last `window_s` seconds, at whose end every window closes; a unit not yet settled by the wall
-clock then waits for the next round in `Carry` (`carry_id`), unless the run is draining, when
+clock then waits for the next round (transforms/round_feed.py), unless the run is draining, when
 notified objects are taken as they are and watched files still changing are left for the next start.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +61,7 @@ from transforms.notices import (
     unit_key,
 )
 from transforms.records import dead_letter_audit
+from transforms.round_feed import carrying, feed
 from transforms.window_records import WriteWindowRecords, recorded_elsewhere
 from transforms.wsi import DeidentifyWsi, KeyDicomSeries
 
@@ -86,9 +86,8 @@ class EventSettings:
     # Which DICOMweb servers are Cloud Healthcare stores, reached with Google credentials.
     source_google: bool = False
     destination_google: bool = False
-    # Local rounds: the registry unsettled units wait in, and this round's number.
-    carry_id: str | None = None
-    round: int = 0
+    # A local run's rounds (transforms/round_feed.py); None on Dataflow.
+    feed_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,35 +95,6 @@ class CarriedMember:
     """A DICOM-WSI file taken in an earlier round whose series had not settled (local rounds)."""
 
     ref: InputRef
-
-
-class Carry:
-    """What a local round leaves for the next: unsettled notices and series members, with their
-    event times. Lives in the launcher's process: local event runs use the in-process runner."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: list[tuple[object, float]] = []
-
-    def add(self, item: object, timestamp: float) -> None:
-        with self._lock:
-            self._items.append((item, timestamp))
-
-    def take(self) -> list[tuple[object, float]]:
-        with self._lock:
-            items, self._items = self._items, []
-        return items
-
-
-_CARRIES: dict[str, Carry] = {}
-
-
-def carry_for(carry_id: str) -> Carry:
-    return _CARRIES.setdefault(carry_id, Carry())
-
-
-def drop_carry(carry_id: str) -> None:
-    _CARRIES.pop(carry_id, None)
 
 
 def _count(name: str) -> None:
@@ -162,22 +132,41 @@ class _ParseFn(beam.DoFn):
         return self._pattern is not None and in_listing(path, self._pattern, self._output)
 
 
+class _FeedFn(beam.DoFn):
+    """feed id -> this local round's items, each at its event time."""
+
+    def process(self, feed_id: str) -> Iterator[window.TimestampedValue]:
+        for item, at in feed(feed_id).items:
+            yield window.TimestampedValue(item, at)
+
+
+class RoundItems(beam.PTransform):
+    """PBegin -> the items the launcher put in the feed for this round (a local event run)."""
+
+    def __init__(self, feed_id: str) -> None:
+        super().__init__()
+        self._feed_id = feed_id
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return pbegin | "FeedId" >> beam.Create([self._feed_id], reshuffle=False) | "Items" >> beam.ParDo(_FeedFn())
+
+
 class _SettleFn(beam.DoFn):
     """(unit key, [ObjectNotice]) in a session window -> the path(s) to classify, once settled.
 
     Settled: the wall clock is past the session's end (its last notice + settle_s), and a watched
     file's size and mtime are still the last noticed. Not yet settled (only at the end of a local
-    round, or at a drain): with `carry` the notices wait for the next round (UNSETTLED); without,
-    notified objects are taken and watched files left alone.
+    round, or at a drain): in a local round the notices wait for the next (UNSETTLED); at a drain
+    (the last round, or Dataflow's) notified objects are taken and watched files left alone.
     """
 
-    def __init__(self, carry: bool) -> None:
-        self._carry = carry
+    def __init__(self, feed_id: str | None) -> None:
+        self._feed_id = feed_id
 
     def process(self, group: tuple[str, Iterable[ObjectNotice]], win: Any = beam.DoFn.WindowParam) -> Iterator[object]:
         key, notices = group[0], sorted(group[1], key=lambda n: n.noticed_at)
         settled = time.time() >= float(win.end)
-        if not settled and self._carry:
+        if not settled and carrying(self._feed_id):
             for notice in notices:
                 yield TaggedOutput(UNSETTLED, notice)
             return
@@ -201,22 +190,22 @@ class _SettleFn(beam.DoFn):
 class _CarryFn(beam.DoFn):
     """Keeps what has not settled for the next local round, at its own event time."""
 
-    def __init__(self, carry_id: str) -> None:
-        self._carry_id = carry_id
+    def __init__(self, feed_id: str) -> None:
+        self._feed_id = feed_id
 
     def process(self, item: object, timestamp: Any = beam.DoFn.TimestampParam) -> None:
         at = item.noticed_at if isinstance(item, ObjectNotice) else float(timestamp)
-        carry_for(self._carry_id).add(item, at)
+        feed(self._feed_id).carry(item, at)
         _count("carried")
 
 
 class TakeSettled(beam.PTransform):
     """PCollection[ObjectNotice] (event time: when noticed) -> PCollection[str] of paths to classify."""
 
-    def __init__(self, settle_s: int, carry_id: str | None) -> None:
+    def __init__(self, settle_s: int, feed_id: str | None) -> None:
         super().__init__()
         self._settle_s = settle_s
-        self._carry_id = carry_id
+        self._feed_id = feed_id
 
     def expand(self, notices: beam.PCollection) -> beam.PCollection:
         settled = (
@@ -224,10 +213,10 @@ class TakeSettled(beam.PTransform):
             | "ByUnit" >> beam.Map(lambda n: (unit_key(n.path, path_exists), n))
             | "Sessions" >> beam.WindowInto(window.Sessions(self._settle_s))
             | "Group" >> beam.GroupByKey()
-            | "Settle" >> beam.ParDo(_SettleFn(self._carry_id is not None)).with_outputs(UNSETTLED, main="paths")
+            | "Settle" >> beam.ParDo(_SettleFn(self._feed_id)).with_outputs(UNSETTLED, main="paths")
         )
-        if self._carry_id is not None:
-            _ = settled[UNSETTLED] | "Carry" >> beam.ParDo(_CarryFn(self._carry_id))
+        if self._feed_id is not None:
+            _ = settled[UNSETTLED] | "Carry" >> beam.ParDo(_CarryFn(self._feed_id))
         return settled["paths"]
 
 
@@ -235,15 +224,17 @@ class _SeriesSettledFn(beam.DoFn):
     """(series key, [InputRef]) in a session window -> each InputRef once the series settled; else
     (local round) every member waits for the next round, at the time of the last one."""
 
-    def __init__(self, settle_s: int, carry: bool) -> None:
+    def __init__(self, settle_s: int, feed_id: str | None) -> None:
         self._settle_s = settle_s
-        self._carry = carry
+        self._feed_id = feed_id
 
     def process(self, group: tuple[str, Iterable[InputRef]], win: Any = beam.DoFn.WindowParam) -> Iterator[object]:
         refs = sorted(group[1], key=lambda r: r.path)
-        if self._carry and time.time() < float(win.end):
+        if carrying(self._feed_id) and time.time() < float(win.end):
             for ref in refs:
-                yield TaggedOutput(UNSETTLED, window.TimestampedValue(CarriedMember(ref), float(win.end) - self._settle_s))
+                yield TaggedOutput(
+                    UNSETTLED, window.TimestampedValue(CarriedMember(ref), float(win.end) - self._settle_s)
+                )
             return
         yield from refs
 
@@ -269,14 +260,15 @@ class SettleSeries(beam.PTransform):
         settled = (
             keyed
             | "GroupSeries" >> beam.GroupByKey()
-            | "Settled" >> beam.ParDo(_SeriesSettledFn(events.settle_s, events.carry_id is not None)).with_outputs(
-                UNSETTLED, main="refs"
-            )
+            | "Settled"
+            >> beam.ParDo(_SeriesSettledFn(events.settle_s, events.feed_id)).with_outputs(UNSETTLED, main="refs")
         )
-        if events.carry_id is not None:
-            _ = settled[UNSETTLED] | "CarrySeries" >> beam.ParDo(_CarryFn(events.carry_id))
+        if events.feed_id is not None:
+            _ = settled[UNSETTLED] | "CarrySeries" >> beam.ParDo(_CarryFn(events.feed_id))
         fixed = settled["refs"] | "Windows" >> beam.WindowInto(window.FixedWindows(events.window_s))
-        dead = bad | "NoSeries" >> ToDeadLetters() | "DeadWindows" >> beam.WindowInto(window.FixedWindows(events.window_s))
+        dead = (
+            bad | "NoSeries" >> ToDeadLetters() | "DeadWindows" >> beam.WindowInto(window.FixedWindows(events.window_s))
+        )
         return fixed, dead
 
 
@@ -337,25 +329,35 @@ class ClaimOnce(beam.PTransform):
         )
 
 
-def _by_type(element: object, partitions: int) -> int:
+class _PartitionBy(beam.PartitionFn):
+    """A Partition by a function of the element alone."""
+
+    def __init__(self, fn: Callable[[Any], int]) -> None:
+        self._fn = fn
+
+    def partition_for(self, element: object, num_partitions: int, *args: object, **kwargs: object) -> int:
+        return self._fn(element)
+
+
+def _by_type(element: object) -> int:
     """0 InputRef (a file), 1 (InputRef, InstanceKey) (a store instance), 2 DeadLetterRecord."""
     if isinstance(element, InputRef):
         return 0
     return 1 if isinstance(element, tuple) else 2
 
 
-def _by_source(element: object, partitions: int) -> int:
+def _by_source(element: object) -> int:
     """0 messages and watched files, 1 series members carried from an earlier local round."""
     return 1 if isinstance(element, CarriedMember) else 0
 
 
-def _by_notice(element: object, partitions: int) -> int:
+def _by_notice(element: object) -> int:
     if isinstance(element, ObjectNotice):
         return 0
     return 1 if isinstance(element, InstanceNotice) else 2
 
 
-def _by_kind(ref: InputRef, partitions: int) -> int:
+def _by_kind(ref: InputRef) -> int:
     """0 DICOM, 1 a slide of one file or a MIRAX unit, 2 a DICOM-WSI file (grouped by series)."""
     if ref.kind != "wsi":
         return 0
@@ -394,14 +396,14 @@ class DeidentifyEvents(beam.PTransform):
 
     def expand(self, incoming: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
         settings, events = self._settings, self._events
-        fresh, carried = incoming | "BySource" >> beam.Partition(_by_source, 2)
+        fresh, carried = incoming | "BySource" >> beam.Partition(_PartitionBy(_by_source), 2)
         notices = fresh | "Parse" >> beam.ParDo(_ParseFn(events, settings.output))
-        objects, instances, bad = notices | "ByNotice" >> beam.Partition(_by_notice, 3)
+        objects, instances, bad = notices | "ByNotice" >> beam.Partition(_PartitionBy(_by_notice), 3)
 
         keyed: list[beam.PCollection] = []
         if events.input_location:
             pattern = input_pattern(events.input_location)
-            paths = objects | "TakeSettled" >> TakeSettled(events.settle_s, events.carry_id)
+            paths = objects | "TakeSettled" >> TakeSettled(events.settle_s, events.feed_id)
             refs, not_read = paths | "Classify" >> ClassifyPaths(pattern, settings.output, settings)
             keyed += [
                 refs | "ClaimRefs" >> beam.Map(lambda r: (r.sha256, r)),
@@ -409,19 +411,21 @@ class DeidentifyEvents(beam.PTransform):
             ]
         keyed += [
             instances | "ClaimInstances" >> beam.Map(_instance_element),
-            bad | "BadNotices" >> beam.ParDo(_BadNoticeFn(settings)) | "ClaimBad" >> beam.Map(lambda d: (d.input_sha256, d)),
+            bad
+            | "BadNotices" >> beam.ParDo(_BadNoticeFn(settings))
+            | "ClaimBad" >> beam.Map(lambda d: (d.input_sha256, d)),
         ]
         claimed = (
             [pcoll | f"Global{index}" >> beam.WindowInto(window.GlobalWindows()) for index, pcoll in enumerate(keyed)]
             | "AllClaims" >> beam.Flatten()
             | "ClaimOnce" >> ClaimOnce(settings.output, events.window_s)
         )
-        files, store_instances, not_taken = claimed | "ByType" >> beam.Partition(_by_type, 3)
+        files, store_instances, not_taken = claimed | "ByType" >> beam.Partition(_PartitionBy(_by_type), 3)
 
         admitted = files | "Admit" >> beam.Map(admit, settings.limits.max_file_bytes).with_exception_handling(
             main_tag="admitted", dead_letter_tag="refused"
         )
-        dicom_refs, slides, series_files = admitted["admitted"] | "ByKind" >> beam.Partition(_by_kind, 3)
+        dicom_refs, slides, series_files = admitted["admitted"] | "ByKind" >> beam.Partition(_PartitionBy(_by_kind), 3)
         series, no_series = (series_files, carried) | "SettleSeries" >> SettleSeries(settings, events)
         wsi = (slides, series) | "AllSlides" >> beam.Flatten() | "Wsi" >> DeidentifyWsi(settings)
         elements = (
@@ -442,5 +446,5 @@ class DeidentifyEvents(beam.PTransform):
             wsi.audit,
             dead | "DeadLetterAudit" >> beam.Map(dead_letter_audit),
         ) | "AllAudit" >> beam.Flatten()
-        _ = (audit, dead) | "WriteWindowRecords" >> WriteWindowRecords(settings.output, settings.run_id, events.round)
+        _ = (audit, dead) | "WriteWindowRecords" >> WriteWindowRecords(settings.output, settings.run_id, events.feed_id)
         return audit, dead

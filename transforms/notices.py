@@ -93,7 +93,8 @@ def parse_message(data: bytes, attributes: Mapping[str, str], noticed_at: float)
             return Ignored("event_type")
         bucket, name = attributes.get("bucketId", ""), attributes.get("objectId", "")
         if not bucket or not name:
-            return BadNotice(_text(data) + repr(sorted(attributes.items())), "a Cloud Storage notification without bucketId or objectId")
+            reason = "a Cloud Storage notification without bucketId or objectId"
+            return BadNotice(_text(data) + repr(sorted(attributes.items())), reason, noticed_at)
         return ObjectNotice(
             path=f"gs://{bucket}/{name}",
             noticed_at=noticed_at,

@@ -8,9 +8,15 @@ mode) appends lines `"<event> <count>\\n"` to its own file `<dir>/<pid>.log`, on
 `pipeline.progress` sums the files. The directory is local to the launcher's machine; remote
 runners get no progress directory (`RunSettings.progress_dir` is None) and so no taps at all.
 
-Events: `listed` (an input was listed), `ok`, `dead_letter`, `needs_review` (an input ended with
-that status), `tiles_total` (level-0 tiles of a slide that was opened), `tiles_done` (level-0 tiles
-redacted). Counts only: no path, hash or value of an input is ever written.
+Events: `listed` (an input was listed), `ok`, `dead_letter`, `needs_review` (an input's outcome is
+known), `tiles_total` (level-0 tiles of a slide that was opened), `tiles_done` (level-0 tiles
+redacted). Counts only: no path, hash or value of an input is ever written. An outcome is counted
+where it is first known, so that the count moves while the work is done: a DICOM instance when it
+is de-identified and staged (`tap_outcomes` in `transforms.dicom.deidentify_instances`; an instance
+that then fails to publish moves from `ok` to `dead_letter`: a count may be negative), a slide when
+it is written, a listing failure when it is listed (`tap_branch` in `pipeline.main`). Beam's
+FnApiRunner runs a pipeline stage after stage, and the DICOM audit records only exist after the
+stage that groups instances by output path.
 
 A tap counts the elements it sees and writes at most every FLUSH_SECONDS and at the end of each
 bundle. A bundle that Beam retries may count twice; the display is an estimate, the final summary
@@ -19,6 +25,7 @@ bundle. A bundle that Beam retries may count twice; the display is an estimate, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter
@@ -26,6 +33,8 @@ from collections.abc import Callable, Iterable
 
 import apache_beam as beam
 import numpy as np
+
+from transforms.common import DeidOutputs
 
 EVENTS = ("listed", "ok", "dead_letter", "needs_review", "tiles_total", "tiles_done")
 FLUSH_SECONDS = 0.5
@@ -67,10 +76,8 @@ class _CountEvents(beam.DoFn):
         self._flush()
 
     def _flush(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # progress is only a display: a full disk must not fail the run
             append_counts(self._directory, dict(self._pending))
-        except OSError:
-            pass  # progress is only a display: a full or vanished directory must not fail the run
         self._pending.clear()
         self._flushed = time.monotonic()
 
@@ -105,9 +112,35 @@ def level0_tiles(element: object) -> Iterable[tuple[str, int]]:
     return (("tiles_done", 1),) if getattr(element, "level", None) == 0 else ()
 
 
+def unpublished(_record: object) -> Iterable[tuple[str, int]]:
+    """A staged instance counted `ok` that failed to publish (uid_conflict, say) is a dead letter."""
+    return (("ok", -1), ("dead_letter", 1))
+
+
 def tap(
     pcoll: beam.PCollection, label: str, directory: str | None, events: Callable[[object], Iterable[tuple[str, int]]]
 ) -> None:
     """Count `pcoll`'s elements into the progress files; nothing at all without a directory."""
     if directory:
         _ = pcoll | label >> beam.ParDo(_CountEvents(directory, events))
+
+
+def tap_outcomes(
+    directory: str | None,
+    ok: beam.PCollection,
+    needs_review: beam.PCollection,
+    dead_letters: Iterable[beam.PCollection],
+    unpublished_later: beam.PCollection,
+) -> None:
+    """The outcomes of the DICOM per-instance DoFn, as they come (see the module docstring)."""
+    tap(ok, "ProgressStaged", directory, one("ok"))
+    tap(needs_review, "ProgressHeld", directory, one("needs_review"))
+    for index, dead in enumerate(dead_letters):
+        tap(dead, f"ProgressDeadLetters{index}", directory, one("dead_letter"))
+    tap(unpublished_later, "ProgressUnpublished", directory, unpublished)
+
+
+def tap_branch(outputs: DeidOutputs, label: str, directory: str | None) -> None:
+    """A branch's outcomes from its audit records and dead letters."""
+    tap(outputs.audit, f"{label}Done", directory, by_status)
+    tap(outputs.dead_letters, f"{label}DeadLetters", directory, one("dead_letter"))

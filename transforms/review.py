@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import apache_beam as beam
 import numpy as np
@@ -42,7 +42,7 @@ from deid.settings import RunSettings
 from deid.wsi.source import SlideReader
 from transforms.files import RAW, output_path, publish, write_atomically
 
-NEEDS_REVIEW = "needs_review"
+NEEDS_REVIEW: Final = "needs_review"
 _LOG = logging.getLogger("deid.review")
 
 
@@ -121,7 +121,7 @@ def write_review_page(output: str, fallback: Sequence[AuditRecord] = ()) -> str:
     """
     try:
         items = [(held, read_previews(output, held)) for held in list_held(output)]
-    except Exception as exc:  # noqa: BLE001 - the holds themselves are written; only the page is short
+    except Exception as exc:
         if not fallback:
             raise
         _LOG.warning("the review page lists this run's holds only (%s reading them back)", type(exc).__name__)

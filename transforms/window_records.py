@@ -32,6 +32,7 @@ from apache_beam.metrics import Metrics
 from deid.records import AuditRecord, DeadLetterRecord
 from transforms.common import METRICS_NAMESPACE, fail_if_out_of_space
 from transforms.files import output_path, write_record
+from transforms.round_feed import round_number
 
 AUDIT = "audit/audit-{name}.jsonl"
 DEAD_LETTER = "dead_letter/dead_letter-{name}.jsonl"
@@ -62,10 +63,10 @@ def _line(record: AuditRecord | DeadLetterRecord, kind: str) -> tuple[str, tuple
 class _WriteWindowFn(beam.DoFn):
     """('records', [(kind, input_sha256, json line)]) of one window -> the relpaths written."""
 
-    def __init__(self, output: str, run_id: str, round_: int) -> None:
+    def __init__(self, output: str, run_id: str, feed_id: str | None) -> None:
         self._output = output
         self._run_id = run_id
-        self._round = round_
+        self._feed_id = feed_id
 
     def process(
         self,
@@ -74,7 +75,8 @@ class _WriteWindowFn(beam.DoFn):
         pane: Any = beam.DoFn.PaneInfoParam,
     ) -> Iterator[str]:
         start = dt.datetime.fromtimestamp(float(win.start), dt.UTC)
-        part = window_part(start, self._round, int(pane.index))
+        round_ = round_number(self._feed_id)
+        part = window_part(start, round_, int(pane.index))
         name = f"{self._run_id}-{part}"
         lines: dict[str, dict[str, str]] = {"audit": {}, "dead_letter": {}}
         for kind, sha256, line in sorted(group[1]):
@@ -105,7 +107,7 @@ class _WriteWindowFn(beam.DoFn):
             "window": {
                 "start": start.isoformat(timespec="seconds"),
                 "end": dt.datetime.fromtimestamp(float(win.end), dt.UTC).isoformat(timespec="seconds"),
-                "round": self._round,
+                "round": round_,
                 "pane": int(pane.index),
             },
             "records": files,
@@ -118,13 +120,14 @@ class _WriteWindowFn(beam.DoFn):
 
 class WriteWindowRecords(beam.PTransform):
     """(PCollection[AuditRecord], PCollection[DeadLetterRecord]) in FixedWindows -> PCollection[str] of
-    the relpaths written, per window (module docstring). A window without records writes nothing."""
+    the relpaths written, per window (module docstring). A window without records writes nothing.
+    `feed_id`: a local event run's rounds, whose number is part of the names; None (Dataflow): 0."""
 
-    def __init__(self, output: str, run_id: str, round_: int = 0) -> None:
+    def __init__(self, output: str, run_id: str, feed_id: str | None = None) -> None:
         super().__init__()
         self._output = output
         self._run_id = run_id
-        self._round = round_
+        self._feed_id = feed_id
 
     def expand(self, pcolls: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
         audit, dead = pcolls
@@ -135,5 +138,5 @@ class WriteWindowRecords(beam.PTransform):
             )
             | "AllLines" >> beam.Flatten()
             | "ByWindow" >> beam.GroupByKey()
-            | "WriteFiles" >> beam.ParDo(_WriteWindowFn(self._output, self._run_id, self._round))
+            | "WriteFiles" >> beam.ParDo(_WriteWindowFn(self._output, self._run_id, self._feed_id))
         )

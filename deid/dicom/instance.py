@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import pydicom
@@ -50,7 +51,7 @@ from deid.verify.echo import kept_texts, mark_descriptive, split_echoes
 from deid.verify.harvest import harvest_dicom, harvest_path, harvest_private_texts
 from deid.verify.retained import retained_uids, without_retained
 from deid.verify.scan import quarantine_relpath, scan_encoded_dicom, summarize
-from deid.verify.values import LeakHit, PhiValue
+from deid.verify.values import LeakHit, PhiLike, PhiValue
 
 # PixelData (7FE0,0010): an image instance whose frames can be searched for burned-in text.
 PIXEL_DATA = 0x7FE00010
@@ -209,7 +210,7 @@ def deidentify_instance(data: bytes, settings: RunSettings, key: DeidKey, source
 
 
 def _leak_scan(
-    dataset: object, out: object, payload: bytes, relpath: str, harvested: frozenset[PhiValue], settings: RunSettings
+    dataset: object, out: object, payload: bytes, relpath: str, harvested: Iterable[PhiLike], settings: RunSettings
 ) -> tuple[list[LeakHit], list[LeakHit]]:
     """(hits, descriptor echoes) of the harvested values in the encoded output."""
     # The dataset just encoded is searched as its bytes read back, plus a raw pass over the bytes:
@@ -237,7 +238,7 @@ def rescan_instance(data: bytes, payload: bytes, settings: RunSettings, source: 
     recorded = deidentify(dataset, settings.profile, DeidKey.generate(), stripped).phi_values
     dataset, _ = read_for_profile(data, settings.limits, settings.profile)
     out = pydicom.dcmread(io.BytesIO(payload))
-    hits, _ = _leak_scan(dataset, out, payload, output_relpath(out), values | recorded, settings)
+    hits, _ = _leak_scan(dataset, out, payload, output_relpath(out), [*values, *recorded], settings)
     return tuple(hits)
 
 

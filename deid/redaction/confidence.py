@@ -14,8 +14,8 @@ is that redacting that box is right: that the box holds text and covers it compl
   a candidate is right when it holds text. Reliability on the held-out third is in the comment at
   PLATT. Calibrated on that mix, not on any site's images: read the score as a ranking with roughly
   those rates, not as a guarantee. Measured on the project's own cases: clear type (ultrasound
-  annotations at 160..230 grey levels, 10-40 px) scores 0.84..0.95; type at 85..110 levels, or two
-  characters alone, 0.55..0.75.
+  annotations at 160..230 grey levels, 10-40 px) scores 0.84..0.95; type at 85..95 levels over a
+  dark ground 0.46..0.69, two characters alone 0.51..0.64.
 * `ocr`: `ocr_score` combines tesseract's word confidence (0..100) with what the words matched:
   a harvested value of the instance (names, IDs, dates from its header), a PHI pattern (dates, long
   numbers, `DOE^JOHN`, `MRN:`), or only the PHI-first rule (a word that is not plain clinical
@@ -97,8 +97,9 @@ class Candidate:
         return self.status == "pending"
 
     def with_offset(self, dx: int, dy: int) -> Candidate:
-        return Candidate(Box(self.box.x + dx, self.box.y + dy, self.box.width, self.box.height), self.score,
-                         self.kind, self.status)
+        return Candidate(
+            Box(self.box.x + dx, self.box.y + dy, self.box.width, self.box.height), self.score, self.kind, self.status
+        )
 
 
 def detect_evidence(line: TextLine) -> float:

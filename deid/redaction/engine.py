@@ -106,11 +106,14 @@ def redact_window(
     *,
     black_value: int | float = 0,
     params: DetectParams = DEFAULT_PARAMS,
+    gray: np.ndarray | None = None,
 ) -> RedactionOutcome:
     """Redact the `core` of an overlapped `window` whose pixel (0, 0) is level-0 `window_origin`.
 
     `window` is H x W or H x W x C (uint8 for text detection and inpaint); `core` must lie inside
-    it. Returns the core's pixels (a new array) and the level-0 boxes redacted within the core.
+    it. `gray`, when given, is `detect.to_gray(window)` made by the caller (a slide band makes it
+    once for all its windows), which text detection then reads. Returns the core's pixels (a new
+    array) and the level-0 boxes redacted within the core.
     """
     ox, oy = window_origin
     height, width = window.shape[:2]
@@ -128,7 +131,8 @@ def redact_window(
             regions.append(clipped)
     text: list[Candidate] = []
     if config.text_mode != "off":
-        text = settle(_text_boxes(window, (ox, oy), core, config, params), config.review_threshold, regions)
+        found = _text_boxes(window, (ox, oy), core, config, params, gray)
+        text = settle(found, config.review_threshold, regions)
     candidates = tuple(Candidate(b, 1.0, "region") for b in geometry.unique(regions)) + tuple(text)
     boxes = geometry.unique([*regions, *(c.box for c in text if c.status == "redacted")])
     if not boxes:
@@ -158,7 +162,12 @@ def redact_image(
 
 
 def _text_boxes(
-    window: np.ndarray, origin: tuple[int, int], core: Box, config: RedactionConfig, params: DetectParams
+    window: np.ndarray,
+    origin: tuple[int, int],
+    core: Box,
+    config: RedactionConfig,
+    params: DetectParams,
+    gray: np.ndarray | None = None,
 ) -> list[Candidate]:
     """Detected (and, in ocr mode, confirmed) text boxes touching the core with their scores,
     level-0, clipped to it. Near misses and undecided OCR boxes only when reviewing."""
@@ -171,7 +180,7 @@ def _text_boxes(
     sub = window[ty:, tx:]
     if sub.shape[0] == 0 or sub.shape[1] == 0:
         return []
-    lines = detect_text_lines(sub, params, near_misses=config.reviewing)
+    lines = detect_text_lines(sub if gray is None else gray[ty:, tx:], params, near_misses=config.reviewing)
     sx, sy = ox + tx, oy + ty
     touching = [
         (line.box, detect_score(line))

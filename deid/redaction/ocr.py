@@ -15,6 +15,10 @@ kept when its words match:
   what cannot be classified is redacted.
 * with no terms and patterns off: any word with at least two letters or digits.
 
+`ocr_scored` also scores each box (deid/redaction/confidence.py: the words' tesseract confidence and
+what they matched) and, under review, returns the boxes OCR cannot decide (nothing read, or clinical
+wording read poorly) at a low score, so that a person looks at them.
+
 Recognised text is PHI: it never leaves this module (not logged, not in exceptions).
 Limits: tesseract misreads small, low-contrast or stylised type; a misread value escapes term
 matching, so terms are a narrowing filter, not a guarantee. Use `detect` (redact every text-like

@@ -89,11 +89,15 @@ def _commands(held: HeldInput) -> str:
     for candidate in held.pending:
         box = ",".join(str(v) for v in candidate.box.as_list())
         if held.kind == "wsi":
-            lines.append(f"# candidate {candidate.number}: re-run the slide with --redact_regions '{{\"{sha}\": [[{box}]]}}'")
+            lines.append(
+                f"# candidate {candidate.number}: re-run the slide with --redact_regions '{{\"{sha}\": [[{box}]]}}'"
+            )
         else:
-            lines.append(f"{base} --redact {sha} --box {box} --frame {candidate.frame or 0}   # candidate {candidate.number}")
+            lines.append(
+                f"{base} --redact {sha} --box {box} --frame {candidate.frame or 0}   # candidate {candidate.number}"
+            )
     lines.append(f'{base} --reject {sha} --reason "why (no patient details)"')
-    return "<pre class=\"commands\">" + _esc("\n".join(lines)) + "</pre>"
+    return '<pre class="commands">' + _esc("\n".join(lines)) + "</pre>"
 
 
 def _table(held: HeldInput) -> str:
@@ -106,7 +110,7 @@ def _table(held: HeldInput) -> str:
         for c in held.candidates
     )
     return (
-        "<table class=\"candidates\"><thead><tr><th>#</th><th>where</th><th>box x,y,w,h</th><th>score</th>"
+        '<table class="candidates"><thead><tr><th>#</th><th>where</th><th>box x,y,w,h</th><th>score</th>'
         f"<th>kind</th><th>status</th></tr></thead><tbody>{rows}</tbody></table>"
     )
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from deid.errors import SlideReadError
 from deid.redaction.confidence import Candidate
+from deid.redaction.detect import to_gray
 from deid.settings import Box
 from deid.wsi.blocks import (
     INDEX_DTYPE,
@@ -283,9 +284,19 @@ def _redact_band(reader: SlideReader, band: TileBand, block: _Block, mapper: Map
             for col in range(band.col0, band.col0 + band.cols)
         ]
         todo = [plan for plan in plans if plan.needs_pixels or single]
-        reader.prefetch_windows([plan.read_box for plan in todo], ctx.tile, mapper)
-        # Windows are read here (the reader is not thread-safe) and handed to the pool as they come.
-        windows = ((plan, reader.read_window(plan.read_box, ctx.tile)) for plan in todo)
+        # Pixels are read here (the reader is not thread-safe) and handed to the pool as they come.
+        windows: Iterable[tuple[TilePlan, np.ndarray, np.ndarray | None]]
+        if todo and len(todo) == len(plans):
+            # The whole row is read: one strip (and its grey copy for text detection) holds every
+            # window, as a view. The same pixels as window by window, copied and converted once.
+            strip = _union([plan.read_box for plan in todo])
+            reader.prefetch_windows([strip], ctx.tile, mapper)
+            pixels = reader.read_window(strip, ctx.tile)
+            gray = to_gray(pixels) if ctx.redaction.text_mode != "off" else None
+            windows = ((plan, _crop(pixels, strip, plan.read_box), _view(gray, strip, plan.read_box)) for plan in todo)
+        else:
+            reader.prefetch_windows([plan.read_box for plan in todo], ctx.tile, mapper)
+            windows = ((plan, reader.read_window(plan.read_box, ctx.tile), None) for plan in todo)
         done = {tile.col: (tile, data, red) for tile, data, red in mapper(lambda job: _level0(ctx, *job), windows)}
         tiles = []
         for plan in plans:
@@ -302,9 +313,27 @@ def _redact_band(reader: SlideReader, band: TileBand, block: _Block, mapper: Map
     return boxes, box_list
 
 
-def _level0(ctx: TileContext, plan: TilePlan, window: np.ndarray) -> tuple[_Tile, bytes | None, Redacted]:
+def _union(boxes: list[Box]) -> Box:
+    x0, y0 = min(b.x for b in boxes), min(b.y for b in boxes)
+    x1, y1 = max(b.x + b.width for b in boxes), max(b.y + b.height for b in boxes)
+    return Box(x0, y0, x1 - x0, y1 - y0)
+
+
+def _crop(pixels: np.ndarray, strip: Box, box: Box) -> np.ndarray:
+    """The part of `pixels` (read for `strip`) under `box`, as a view."""
+    x, y = box.x - strip.x, box.y - strip.y
+    return pixels[y : y + box.height, x : x + box.width]
+
+
+def _view(pixels: np.ndarray | None, strip: Box, box: Box) -> np.ndarray | None:
+    return None if pixels is None else _crop(pixels, strip, box)
+
+
+def _level0(
+    ctx: TileContext, plan: TilePlan, window: np.ndarray, gray: np.ndarray | None
+) -> tuple[_Tile, bytes | None, Redacted]:
     """Runs in the pool: redact one tile, encode it unless it is copied, halve it for its parent."""
-    red = redact_tile(plan, window, ctx.redaction)
+    red = redact_tile(plan, window, ctx.redaction, gray)
     copied = plan.copy_candidate and not red.changed
     data = None if copied else encode_tile(red.pixels, ctx.tile, ctx.codecs[0], ctx.quality)
     if ctx.level_count == 1:

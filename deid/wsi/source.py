@@ -306,10 +306,11 @@ class SlideReader:
     def _read_raw_window(self, raw: RawLevel, box: Box) -> np.ndarray:
         """From the stored tiles; what lies outside them (an SCN collection around its main image, a
         missing tile of a sparse slide) is white, as OpenSlide's transparent pixels are."""
-        out = np.full((box.height, box.width, 3), 255, np.uint8)
         t = raw.tile
         x_end = raw.col0 * t + raw.valid_width
         y_end = raw.row0 * t + raw.valid_height
+        pieces = []
+        covered = 0
         for row in range(box.y // t, (box.y + box.height - 1) // t + 1):
             for col in range(box.x // t, (box.x + box.width - 1) // t + 1):
                 x0, y0 = max(box.x, col * t), max(box.y, row * t)
@@ -320,9 +321,17 @@ class SlideReader:
                 tile = self.decoded_tile(raw, col, row)
                 if tile is None:
                     continue
-                out[y0 - box.y : y1 - box.y, x0 - box.x : x1 - box.x] = tile[
-                    y0 - row * t : y1 - row * t, x0 - col * t : x1 - col * t
-                ]
+                pieces.append((tile, row, col, x0, y0, x1, y1))
+                covered += (x1 - x0) * (y1 - y0)
+        # Pieces never overlap: when they cover the box, no pixel is left white.
+        if covered == box.width * box.height:
+            out = np.empty((box.height, box.width, 3), np.uint8)
+        else:
+            out = np.full((box.height, box.width, 3), 255, np.uint8)
+        for tile, row, col, x0, y0, x1, y1 in pieces:
+            out[y0 - box.y : y1 - box.y, x0 - box.x : x1 - box.x] = tile[
+                y0 - row * t : y1 - row * t, x0 - col * t : x1 - col * t
+            ]
         return out
 
     def has_tile(self, raw: RawLevel, col: int, row: int) -> bool:

@@ -194,8 +194,17 @@ BACKGROUND_RANGE = 32
 
 
 def clearly_background(window: np.ndarray) -> bool:
-    """Uniform enough (blank glass, flat fill) that text detection cannot find anything."""
-    return window.size == 0 or int(window.max()) - int(window.min()) <= BACKGROUND_RANGE
+    """Uniform enough (blank glass, flat fill) that text detection cannot find anything.
+
+    A sparse sample decides first when it already spans more than the range (tissue, nearly always):
+    then so does the whole window.
+    """
+    if window.size == 0:
+        return True
+    sample = window[::8, ::8]
+    if int(sample.max()) - int(sample.min()) > BACKGROUND_RANGE:
+        return False
+    return int(window.max()) - int(window.min()) <= BACKGROUND_RANGE
 
 
 @dataclass(frozen=True)
@@ -240,8 +249,11 @@ class Redacted:
     uncertain: tuple[Candidate, ...] = ()
 
 
-def redact_tile(plan: TilePlan, window: np.ndarray, config: RedactionConfig) -> Redacted:
-    """The tile's core from its window (`plan.read_box`), redacted when the engine runs."""
+def redact_tile(
+    plan: TilePlan, window: np.ndarray, config: RedactionConfig, gray: np.ndarray | None = None
+) -> Redacted:
+    """The tile's core from its window (`plan.read_box`), redacted when the engine runs. `window`
+    may be a view into a larger array; `gray`, if given, is its grey version for text detection."""
     core, box = plan.core, plan.read_box
     changed, boxes = False, 0
     box_list: tuple[Box, ...] = ()
@@ -253,7 +265,9 @@ def redact_tile(plan: TilePlan, window: np.ndarray, config: RedactionConfig) -> 
         top, left = core.y - box.y, core.x - box.x
         pixels = window[top : top + core.height, left : left + core.width]
     else:
-        outcome = redact_window(window, (box.x, box.y), core, config)
+        if config.fill != "black":
+            window = np.ascontiguousarray(window)  # blur and inpaint work on the window itself
+        outcome = redact_window(window, (box.x, box.y), core, config, gray=gray)
         pixels = np.asarray(outcome.pixels)
         changed = bool(outcome.changed)
         if changed:

@@ -236,6 +236,10 @@ def test_comparison_catches_a_new_option():
     assert "option --brand_new_option has no template parameter" in compare(load_metadata(), actions)
 
 
+# Options that take a number from 0 to 1 (pipeline.options.unit_fraction).
+FRACTIONS = ("review_threshold", "review_sample_rate")
+
+
 def _param(metadata: dict[str, Any], name: str) -> dict[str, Any]:
     return next(p for p in metadata["parameters"] if p["name"] == name)
 
@@ -258,7 +262,10 @@ def test_regexes_accept_good_values_and_reject_bad_ones(param):
         choices = [o["value"] for o in param["enumOptions"]]
         good += choices
         bad += [choices[0] + "x", choices[0].swapcase() if choices[0].swapcase() not in choices else "?"]
-    if kind == "NUMBER":
+    if kind == "NUMBER" and name in FRACTIONS:  # 0..1: a threshold or a rate
+        good += ["0", "1", "0.8", "0.05", "1.0"]
+        bad += ["1.5", "2", "-0.1", "512"]
+    elif kind == "NUMBER":
         good += ["1", "512", "40000000000"]
     if kind == "TEXT" and name not in BAD_BY_NAME:
         bad += FALLBACK_BAD

@@ -80,7 +80,8 @@ def test_the_copy_is_clean_before_it_is_broken(broken_copy: Path) -> None:
             "storage.tf",
             "  versioning {",
             "  versionning {",
-            "storage.tf: google_storage_bucket.data: unknown argument or block 'versionning' (did you mean 'versioning'?)",
+            "storage.tf: google_storage_bucket.data: unknown argument or block 'versionning' "
+            "(did you mean 'versioning'?)",
         ),
         (
             "monitoring.tf",

@@ -35,7 +35,8 @@ def _worker(directory: str, bundles: int) -> None:
 
 
 def test_taps_of_several_processes_add_up(tmp_path: Path) -> None:
-    context = multiprocessing.get_context("spawn")
+    # fork: the children start at once (spawn would import Beam again in each); they only append.
+    context = multiprocessing.get_context("fork")
     workers = [context.Process(target=_worker, args=(str(tmp_path), 5)) for _ in range(2)]
     for worker in workers:
         worker.start()

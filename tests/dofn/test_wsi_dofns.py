@@ -14,20 +14,54 @@ from deid.keys import DeidKey
 from deid.records import AuditRecord
 from deid.redaction.engine import RedactionConfig
 from deid.settings import RedactionSettings, RunSettings, WsiSettings
-from deid.wsi.job import SlideUnit
+from deid.wsi.blocks import BlockResult, TopTile
+from deid.wsi.job import SlideJob, SlideUnit
 from deid.wsi.source import SlideReader
-from deid.wsi.tiles import TileRecord
 from tests.support import wsi_factory
 
 openslide = pytest.importorskip("openslide")
 KEY = DeidKey(b"u" * 32)
 
 
+def split(outputs: list[Any]) -> tuple[list[BlockResult], list[TopTile]]:
+    """A tile DoFn's outputs: its BlockResults, and the TopTiles it tagged for the next stage."""
+    from apache_beam.pvalue import TaggedOutput
+
+    blocks = [o for o in outputs if isinstance(o, BlockResult)]
+    tops = [o.value for o in outputs if isinstance(o, TaggedOutput)]
+    assert all(isinstance(t, TopTile) for t in tops) and len(blocks) + len(tops) == len(outputs)
+    return blocks, tops
+
+
+def pyramid_blocks(job: SlideJob, root: str, band_levels: int | None = None) -> list[BlockResult]:
+    """Bands, then the upper stages until no top tile is left, through the DoFns as Beam runs them."""
+    from deid.wsi.job import band_tasks
+    from transforms.wsi import UPPER_STAGES, _ancestor_key, _BuildParents, _RedactTiles
+
+    contexts = {job.slide_id: job.context}
+    redact = _RedactTiles(root)
+    redact.setup()
+    blocks, tops = split([o for band in band_tasks(job, band_levels) for o in redact.process(band)])
+    redact.teardown()
+    for _ in range(UPPER_STAGES):
+        groups: dict[Any, list[TopTile]] = {}
+        for top in tops:
+            key, value = _ancestor_key(top, contexts)
+            groups.setdefault(key, []).append(value)
+        parents = _BuildParents(root)
+        parents.setup()
+        built, tops = split([o for item in groups.items() for o in parents.process(item, contexts)])
+        parents.teardown()
+        blocks += built
+    assert not tops
+    return blocks
+
+
 # -- DoFns via setup()/process() --------------------------------------------------------------------------
 
 
 def test_dofns_one_by_one(tmp_path: Path) -> None:
-    from transforms.wsi import _BuildParents, _PrepareSlide, _RedactTiles, _WriteSlide
+    from transforms.wsi import _PrepareSlide, _RedactTiles, _WriteSlide
 
     src = tmp_path / "a.svs"
     wsi_factory.write_aperio_svs(src, 512, 512, 256, text_corner=None, label=False, macro=False)
@@ -39,22 +73,22 @@ def test_dofns_one_by_one(tmp_path: Path) -> None:
     (job,) = list(prepare.process(SlideUnit.single(ref)))
     # levels 0 and 1 down to one tile, and level 2 because the input has a 4x level
     assert job.context.tile == 256 and len(job.levels) == 3
+    from deid.wsi.job import band_tasks
+
     redact = _RedactTiles(root)
     redact.setup()
-    from deid.wsi.job import tile_tasks
-
-    records: list[TileRecord] = []
-    for task in tile_tasks(job):
-        records.extend(redact.process(task))
+    # One band of 2 x 2 tiles builds the whole pyramid: no top tile for a next stage.
+    (band,) = list(band_tasks(job))
+    (block,) = list(redact.process(band))
     redact.teardown()
-    assert all(r.origin == "source" and not r.failed for r in records)
-    parents = _BuildParents(root, 1, 2)
-    parents.setup()
-    upper = list(parents.process(((job.slide_id, 0, 0), records), {job.slide_id: job.context}))
-    assert [(r.level, r.origin) for r in upper] == [(1, "scratch"), (2, "source")]
+    assert isinstance(block, BlockResult) and not block.failed and (block.level, block.top) == (0, 2)
+    entries = [(int(e["level"]), int(e["col"]), int(e["row"]), int(e["origin"])) for e in block.entries()]
+    # level 0 copied; level 1 has no input copy (the input has 1x and 4x): re-encoded; level 2 copied
+    assert sorted(entries) == [(0, 0, 0, 1), (0, 0, 1, 1), (0, 1, 0, 1), (0, 1, 1, 1), (1, 0, 0, 0), (2, 0, 0, 1)]
+    assert [p.name for p in (Path(root) / job.slide_id).rglob("*.bin")] == ["0_0.bin"]  # one batch
     writer = _WriteSlide(settings, root)
     writer.setup()
-    (audit,) = list(writer.process((job, [*records, *upper])))
+    (audit,) = list(writer.process((job, [block])))
     assert isinstance(audit, AuditRecord)
     assert audit.outputs == (f"wsi/{KEY.pseudonym('wsi', ref.sha256)}.svs",)
     assert (tmp_path / "out" / audit.outputs[0]).exists()
@@ -82,37 +116,17 @@ def test_prepare_rejects_too_large(tmp_path: Path) -> None:
 
 def _write_slide_dofns(src: Path, settings: RunSettings, root: str) -> list:  # type: ignore[type-arg]
     """Prepare, redact, build parents and write one slide through the DoFns; the writer's outputs."""
-    from transforms.wsi import _BuildParents, _PrepareSlide, _RedactTiles, _WriteSlide
+    from transforms.wsi import _PrepareSlide, _WriteSlide
 
     ref = InputRef(str(src), src.stat().st_size, "ef" * 32, "wsi", "tiff")
     prepare = _PrepareSlide(settings, root)
     prepare.setup()
     (job,) = list(prepare.process(SlideUnit.single(ref)))
-    from deid.wsi.job import tile_tasks
-
-    redact = _RedactTiles(root)
-    redact.setup()
-    records: list[TileRecord] = []
-    for task in tile_tasks(job):
-        records.extend(redact.process(task))
-    redact.teardown()
-    all_records = list(records)
-    current = records
-    for level in range(1, len(job.levels)):
-        parents = _BuildParents(root, level)
-        parents.setup()
-        by_parent: dict[tuple[int, int], list[TileRecord]] = {}
-        for record in current:
-            by_parent.setdefault((record.col // 2, record.row // 2), []).append(record)
-        current = [
-            t
-            for (c, r), children in by_parent.items()
-            for t in parents.process(((job.slide_id, c, r), children), {job.slide_id: job.context})
-        ]
-        all_records += current
+    # Bands of 1 level: the levels above go through the upper stages.
+    blocks = pyramid_blocks(job, root, band_levels=1)
     writer = _WriteSlide(settings, root)
     writer.setup()
-    return list(writer.process((job, all_records)))
+    return list(writer.process((job, blocks)))
 
 
 def test_a_leaking_output_is_quarantined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,7 +158,7 @@ def test_a_leaking_output_is_quarantined(tmp_path: Path, monkeypatch: pytest.Mon
     quarantined = list((out / "quarantine").rglob("*"))
     assert [p.relative_to(out).as_posix() for p in quarantined if p.is_file()] == [f"quarantine/{'ef' * 32}/0.svs"]
     assert not [p for p in out.rglob("*") if p.is_file() and ".tmp" in p.relative_to(out).parts]
-    assert not list((tmp_path / "scr").rglob("*.jpg")), "scratch not cleaned"
+    assert not [p for p in (tmp_path / "scr").rglob("*") if p.is_file()], "scratch not cleaned"
 
 
 def test_a_path_component_in_the_output_is_a_leak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -228,84 +242,64 @@ def test_bands_cover_the_grid_and_decode_each_tile_once(tmp_path: Path, monkeypa
     reader = SlideReader(str(src))
     job = plan_job(ref, "P", "P", (str(src),), reader.info, WsiSettings(), RedactionConfig(text_mode="detect"))
     reader.close()
-    bands = list(band_tasks(job, rows=4, cols=3))
+    bands = list(band_tasks(job, levels=2))  # 4 x 4 tiles, on the grid of level 2
     tiles = [(t.col, t.row) for band in bands for t in band.tasks()]
     level0 = job.levels[0]
     assert sorted(tiles) == sorted((c, r) for r in range(level0.rows) for c in range(level0.cols))
     assert len(tiles) == len(set(tiles)) == 60
-    decoded: list[tuple[int, int]] = []
-    real = source.SlideReader.decoded_tile
+    assert {(b.col0 % 4, b.row0 % 4, b.levels) for b in bands} == {(0, 0, 2)}
+    decoded: list[bytes] = []
+    real = source.decode_stored_tile
 
-    def counting(self: SlideReader, raw: object, col: int, row: int) -> np.ndarray:
-        if (raw.page, col, row) not in self._tile_cache:  # type: ignore[attr-defined]
-            decoded.append((col, row))
-        return real(self, raw, col, row)  # type: ignore[arg-type]
+    def counting(raw: Any, data: bytes) -> np.ndarray:
+        decoded.append(data)
+        return real(raw, data)
 
-    monkeypatch.setattr(source.SlideReader, "decoded_tile", counting)
+    monkeypatch.setattr(source, "decode_stored_tile", counting)
     redact = _RedactTiles(str(tmp_path / "scr"))
     redact.setup()
-    (band,) = [b for b in bands if (b.col0, b.row0) == (3, 0)]  # rows 0..3, columns 3..5
-    records = redact.process(band)
+    (band,) = [b for b in bands if (b.col0, b.row0) == (4, 0)]  # rows 0..3, columns 4..7
+    blocks, tops = split(list(redact.process(band)))
     redact.teardown()
-    assert [(r.col, r.row) for r in records] == [(t.col, t.row) for t in band.tasks()]
-    assert not any(r.failed for r in records)
+    (block,) = blocks
+    assert not block.failed
+    assert [(t.level, t.col, t.row) for t in tops] == [(2, 1, 0)]  # its top tile goes to the next stage
+    level0_entries = sorted((int(e["col"]), int(e["row"])) for e in block.entries() if e["level"] == 0)
+    assert level0_entries == sorted((t.col, t.row) for t in band.tasks())
+    assert sorted({int(e["level"]) for e in block.entries()}) == [0, 1, 2]  # the levels inside the band
     ring = {
         (c, r)
         for r in range(max(0, band.row0 - 1), min(level0.rows, band.row0 + band.rows + 1))
         for c in range(max(0, band.col0 - 1), min(level0.cols, band.col0 + band.cols + 1))
     }
-    assert len(ring) == 25
+    assert len(ring) == 30
     assert len(decoded) == len(set(decoded)) == len(ring), "each tile of the band and its ring decoded once"
 
 
-def test_build_parents_makes_a_block_of_levels_like_one_level_at_a_time(tmp_path: Path) -> None:
-    """Three levels from one group of 64 level-0 tiles: the same records and the same tile bytes."""
-    from deid.wsi.job import tile_tasks
-    from transforms.wsi import _BuildParents, _PrepareSlide, _RedactTiles
+def test_band_size_does_not_change_the_output(tmp_path: Path) -> None:
+    """The same slide with bands of 1 level (the rest built by the upper stages, from compressed top
+    tiles) and with bands of 3 levels: the same output bytes and audit."""
+    from transforms.wsi import _PrepareSlide, _WriteSlide
 
     src = tmp_path / "a.svs"
     wsi_factory.write_aperio_svs(
-        src, 2048, 2048, 256, text_corner=(700, 300), downsamples=(1,), label=False, macro=False
+        src, 2304, 2048, 256, text_corner=(1000, 480), downsamples=(1,), label=False, macro=False
     )
     ref = InputRef(str(src), src.stat().st_size, "ab" * 32, "wsi", "tiff")
-    settings = RunSettings(
-        output=str(tmp_path / "out"), key_token=KEY.to_token(), redaction=RedactionSettings(text="detect")
-    )
-
-    def level0(root: str) -> tuple[Any, list[TileRecord]]:
+    outputs = []
+    for band_levels in (1, 3):
+        out = tmp_path / f"out{band_levels}"
+        settings = RunSettings(output=str(out), key_token=KEY.to_token(), redaction=RedactionSettings(text="detect"))
+        root = str(tmp_path / f"scr{band_levels}")
         prepare = _PrepareSlide(settings, root)
         prepare.setup()
         (job,) = list(prepare.process(SlideUnit.single(ref)))
-        redact = _RedactTiles(root)
-        redact.setup()
-        records = [r for task in tile_tasks(job) for r in redact.process(task)]
-        redact.teardown()
-        return job, records
-
-    one_root, block_root = str(tmp_path / "one"), str(tmp_path / "block")
-    job, current = level0(one_root)
-    assert len(job.levels) == 4 and any(r.dirty for r in current)
-    one_by_one: list[TileRecord] = []
-    for level in (1, 2, 3):
-        parents = _BuildParents(one_root, level)
-        parents.setup()
-        groups: dict[tuple[int, int], list[TileRecord]] = {}
-        for record in current:
-            groups.setdefault((record.col // 2, record.row // 2), []).append(record)
-        contexts = {job.slide_id: job.context}
-        current = [t for (c, r), g in groups.items() for t in parents.process(((job.slide_id, c, r), g), contexts)]
-        one_by_one += current
-
-    block_job, block_level0 = level0(block_root)
-    block = _BuildParents(block_root, 1, levels=3)
-    block.setup()
-    built = list(block.process(((block_job.slide_id, 0, 0), block_level0), {block_job.slide_id: block_job.context}))
-
-    def comparable(records: list[TileRecord]) -> list[tuple[int, int, int, bool, str]]:
-        return sorted((r.level, r.col, r.row, r.dirty, r.origin) for r in records)
-
-    assert [r.level for r in built].count(1) == 16 and [r.level for r in built].count(3) == 1
-    assert comparable(built) == comparable(one_by_one)
-    one_files = {p.relative_to(one_root): p.read_bytes() for p in Path(one_root).rglob("*") if p.is_file()}
-    block_files = {p.relative_to(block_root): p.read_bytes() for p in Path(block_root).rglob("*") if p.is_file()}
-    assert one_files and one_files == block_files
+        assert len(job.levels) == 5
+        blocks = pyramid_blocks(job, root, band_levels)
+        assert {b.level for b in blocks} == ({0, 2} if band_levels == 1 else {0, 4})
+        writer = _WriteSlide(settings, root)
+        writer.setup()
+        (audit,) = list(writer.process((job, blocks)))
+        assert audit.actions["tiles_redacted"] >= 2 and audit.actions["levels_written"] == 5
+        outputs.append((audit.actions, [(out / o).read_bytes() for o in audit.outputs]))
+    assert outputs[0] == outputs[1]

@@ -7,14 +7,8 @@ and a message that names nothing are dead letters; SIGTERM drains the run, which
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
@@ -24,7 +18,7 @@ from pydicom.data import get_testdata_file
 from deid.cloud.dicomweb import list_instances
 from deid.cloud.healthcare import HealthcareClient, default_session
 from deid.keys import DeidKey
-from tests.support.env import REPO_ROOT
+from tests.support.event_jobs import Job
 from tests.support.gcs_emulator import CloudEnv
 from tests.support.pubsub_emulator import PubSub, emulator_available, pubsub_emulator
 
@@ -39,47 +33,6 @@ DATASET = "projects/p1/locations/us-central1/datasets/d1"
 def pubsub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSub]:
     with pubsub_emulator(tmp_path_factory.mktemp("pubsub")) as emulator:
         yield emulator
-
-
-class Job:
-    """`python -m pipeline` in a subprocess, its stderr collected line by line."""
-
-    def __init__(self, args: list[str]) -> None:
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", *args],
-            cwd=REPO_ROOT,
-            env=dict(os.environ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def wait_for(self, what: Callable[[], bool], timeout_s: float, why: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not what():
-            if self.process.poll() is not None:
-                raise AssertionError(f"the job exited ({self.process.returncode}) before {why}:\n{''.join(self.lines)}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {why}:\n{''.join(self.lines[-30:])}")
-            time.sleep(0.3)
-
-    def drain(self, timeout_s: float = 90) -> int:
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout_s)
-        finally:
-            if self.process.poll() is None:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-            self._reader.join(timeout=10)
 
 
 def _records(cloud: CloudEnv, prefix: str, folder: str) -> list[dict[str, object]]:
@@ -159,4 +112,4 @@ def test_notified_objects_and_instances_are_deidentified_once_and_the_job_drains
     assert manifest["outcome"] == "drained" and manifest["counts"]["inputs"] == 5, manifest
     windows = [p for p in cloud.list(out + "runs/") if "/window-" in p]
     assert len(windows) >= 2 and len(manifest["records"]["audit"]) == len(windows)
-    assert "CT_small" not in log and "ct.dcm" not in log and bucket not in log
+    assert not [name for name in ("ct.dcm", "late.dcm", "junk.bin", "study/") if name in log], log

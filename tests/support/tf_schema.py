@@ -98,7 +98,7 @@ class ProviderSchema:
         value, _ = self._decoder.raw_decode(self._text, self._offsets[fqn])
         return dict(value)
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - one schema object per provider, kept for the session
+    @functools.cache  # noqa: B019 - one schema object per provider, kept for the session
     def block(self, kind: str, name: str) -> BlockSchema | None:
         """The schema of resource / data source / provider `name`, or None when the provider has none."""
         fqn = self._classes.get((kind, name))
@@ -142,7 +142,7 @@ def _fqns(type_ref: Any) -> Iterator[str]:
             yield from _fqns(value)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def provider_schema(source: str) -> ProviderSchema:
     return ProviderSchema(DISTRIBUTIONS[source])
 
@@ -179,7 +179,8 @@ class Checker:
                     for type_label, named in _body_items(entry):
                         for name_label, body in _body_items(named):
                             self.seen[kind] = self.seen.get(kind, 0) + 1
-                            self._check_block(file_name, kind, _unquote(type_label), _unquote(name_label), body, sources)
+                            names = (_unquote(type_label), _unquote(name_label))
+                            self._check_block(file_name, kind, *names, body, sources)
             for entry in document.get("provider", []):
                 for label, body in _body_items(entry):
                     self.seen["provider"] = self.seen.get("provider", 0) + 1
@@ -271,7 +272,7 @@ class Checker:
                         unknown = set(dict(_body_items(condition))) - {"condition", "error_message"}
                         missing = {"condition", "error_message"} - set(condition)
                         if unknown or missing:
-                            self.problems.append(f"{where}.lifecycle.{key}: unknown {unknown or ''} missing {missing or ''}")
+                            self.problems.append(f"{where}.lifecycle.{key}: unknown {unknown}, missing {missing}")
                 elif key not in LIFECYCLE:
                     self.problems.append(f"{where}.lifecycle: unknown argument {key!r}")
 

@@ -44,7 +44,8 @@ def test_render_counts_tiles_rate_and_eta() -> None:
 
 def test_progress_files_sum_every_process_file_and_wait_for_whole_lines(tmp_path: Path) -> None:
     (tmp_path / "101.log").write_bytes(b"listed 3\nok 1\n")
-    (tmp_path / "102.log").write_bytes(b"dead_letter 1\nbogus 9\nok 1\nti")  # a line being written
+    # An instance counted ok that then failed to publish moves to dead_letter; a line being written.
+    (tmp_path / "102.log").write_bytes(b"dead_letter 1\nbogus 9\nok 2\nok -1\nti")
     files = ProgressFiles(str(tmp_path))
     assert files.read() == Counter(listed=3, ok=2, dead_letter=1)
     with (tmp_path / "102.log").open("ab") as handle:

@@ -104,13 +104,25 @@ def test_sample_is_keyed_reproducible_and_near_the_rate() -> None:
 
 
 def test_review_json_round_trip_holds_no_text() -> None:
-    items = [(Candidate(Box(1, 2, 30, 10), 0.61, "detect", "pending"), 0, None),
-             (Candidate(Box(1, 40, 30, 10), 0.97, "ocr", "redacted"), 1, None)]
+    items = [
+        (Candidate(Box(1, 2, 30, 10), 0.61, "detect", "pending"), 0, None),
+        (Candidate(Box(1, 40, 30, 10), 0.97, "ocr", "redacted"), 1, None),
+    ]
     held = HeldInput(
-        "c" * 64, "dicom", UNCERTAIN, THRESHOLD, "20261201T000000Z-00000000", ("dicom/1/2/3.dcm",),
-        candidates=numbered(items), previews=(Preview("preview-0.png", 320, 240, 1.0, frame=0),),
-        actions={"text_score_60_80": 1}, profile=profile_record(ProfileSettings(keep=("Manufacturer",))),
-        input_size=1234, subtype="dicom", image_size=(320, 240), frames=2,
+        "c" * 64,
+        "dicom",
+        UNCERTAIN,
+        THRESHOLD,
+        "20261201T000000Z-00000000",
+        ("dicom/1/2/3.dcm",),
+        candidates=numbered(items),
+        previews=(Preview("preview-0.png", 320, 240, 1.0, frame=0),),
+        actions={"text_score_60_80": 1},
+        profile=profile_record(ProfileSettings(keep=("Manufacturer",))),
+        input_size=1234,
+        subtype="dicom",
+        image_size=(320, 240),
+        frames=2,
     )
     text = held.to_json()
     again = HeldInput.from_json(text)
