@@ -42,7 +42,11 @@ EXTRAS = {
         # jsii assemblies), read by tests/deploy/test_terraform_schema.py; pinned to versions.tf's ~> 6.0.
         "cdktf-cdktf-provider-google==16.12.1",
         "cdktf-cdktf-provider-google-beta==16.12.1",
+        f"apache-beam[dask]=={BEAM_VERSION}",
     ],
+    # On-premises scale: Beam's DaskRunner over a dask.distributed cluster (README "On-premises
+    # cluster"), pinned to the Beam version above. The test extra brings it too, for its e2e test.
+    "dask": [f"apache-beam[dask]=={BEAM_VERSION}"],
     "bench": [
         "dicognito>=0.17",
         "pyvips[binary]>=2.2",

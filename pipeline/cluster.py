@@ -203,6 +203,7 @@ class DaskCluster:
     def _blind_workers(self, location: SharedPath) -> int:
         if not location.written:
             return self._count_blind(location.path, file_size(location.path))
+        made = not os.path.isdir(location.path)
         os.makedirs(location.path, exist_ok=True)
         probe = os.path.join(location.path, f".deid-cluster-probe-{uuid.uuid4().hex}")
         try:
@@ -212,6 +213,8 @@ class DaskCluster:
         finally:
             with contextlib.suppress(OSError):
                 os.remove(probe)
+                if made:  # a refused run leaves no directory behind; the workers make it again
+                    os.rmdir(location.path)
 
     def _count_blind(self, path: str, size: int | None) -> int:
         blind = len(self.hosts)

@@ -209,8 +209,18 @@ def _chunks(ids: list[str], size: int = 1000) -> Iterator[list[str]]:
         yield ids[start : start + size]
 
 
+_RUNNING: set[threading.Event] = set()
+
+
+def request_drain() -> None:
+    """Drain every local event run of this process, as SIGTERM does (for callers that run
+    `pipeline.main.main` in a thread, where signal handlers cannot be installed)."""
+    for stop in list(_RUNNING):
+        stop.set()
+
+
 class LocalEventRun:
-    """Rounds of polling and bounded runs until SIGINT/SIGTERM (module docstring)."""
+    """Rounds of polling and bounded runs until SIGINT/SIGTERM or `request_drain` (module docstring)."""
 
     def __init__(self, options: PipelineOptions, settings: RunSettings, events: EventSettings, started: dt.datetime):
         self._options = options
@@ -240,6 +250,7 @@ class LocalEventRun:
         )
         rounds = 0
         outcome, status = "failed", 1
+        _RUNNING.add(self.stop)
         try:
             with _stop_on_signals(self.stop):
                 _LOG.warning(
@@ -268,6 +279,7 @@ class LocalEventRun:
                         break
             outcome, status = "drained", 0
         finally:
+            _RUNNING.discard(self.stop)
             poller.close()
             drop_feed(self._feed_id)
             remove_tree(run_staging_dir(self._settings.output, self._settings.run_id))

@@ -342,10 +342,11 @@ def _check_input_matches(location: str | None) -> None:
         raise ConfigError("--input matches no file; check the path or pattern")
 
 
-# Without --runner: all cores, in worker processes, once the input has this many files per core;
-# fewer files run in this process. Starting and stopping the SDK worker processes costs about 3 s
-# on 2 cores (each imports Beam), which a run must earn back (README "Benchmarks").
-LOCAL_FILES_PER_WORKER = 250
+# Without --runner: one SDK worker process per this many input files, up to all cores; an input
+# too small for two runs in this process. Worker processes cost ~6 s of CPU and 4-5 s on 2 cores to
+# start and stop (each imports Beam and our code) and ~4 ms of CPU per file to pass elements
+# between processes: on 2 cores they break even at about 1,000 files (README "Benchmarks").
+LOCAL_FILES_PER_WORKER = 500
 _DIRECT_MODE = "--direct_running_mode"
 _DIRECT_WORKERS = "--direct_num_workers"
 
@@ -362,7 +363,8 @@ def pipeline_options_from_argv(argv: Sequence[str]) -> PipelineOptions:
     deid_options = options.view_as(DeidOptions)
     if not standard.runner:
         standard.runner = "DirectRunner"
-        use_the_machine(options, argv, deid_options.input)
+        # An event run's --input is watched, not listed: its files today say nothing of its size.
+        use_the_machine(options, argv, None if event_mode(deid_options) else deid_options.input)
     local = standard.runner in StandardOptions.LOCAL_RUNNERS or is_dask_runner(standard.runner)
     uses_gcs = any(
         (value or "").startswith("gs://")

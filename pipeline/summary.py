@@ -76,9 +76,16 @@ def _records(output: str, relpath: str) -> Iterator[dict[str, Any]]:
 
 def run_totals(output: str, manifest: dict[str, Any]) -> RunTotals:
     totals = RunTotals()
-    for record in _records(output, manifest["records"]["audit"]):
-        totals.add(record)
+    for relpath in _record_files(manifest, "audit"):
+        for record in _records(output, relpath):
+            totals.add(record)
     return totals
+
+
+def _record_files(manifest: dict[str, Any], name: str) -> list[str]:
+    """A batch run's one record file of `name`, or an event run's, one per window (pipeline/events.py)."""
+    files = manifest["records"][name]
+    return [files] if isinstance(files, str) else list(files)
 
 
 def _counts(counter: Counter[str]) -> str:
@@ -117,7 +124,10 @@ def _locations(output: str, manifest: dict[str, Any], totals: RunTotals) -> list
         rows.append(("quarantined", "quarantine/"))
     if totals.status["needs_review"]:
         rows.append(("for review", "review/"))
-    rows += [("audit", records["audit"]), ("dead letters", records["dead_letter"])]
+    if isinstance(records["audit"], str):
+        rows += [("audit", records["audit"]), ("dead letters", records["dead_letter"])]
+    else:  # an event run: files per window, listed in its window entries
+        rows += [("audit", "audit/"), ("dead letters", "dead_letter/"), ("windows", str(manifest["windows"]))]
     if (manifest.get("options") or {}).get("qa_report"):
         rows.append(("QA page", "qa/index.html"))
     rows.append(("manifest", MANIFEST_RELPATH.format(run_id=manifest["run_id"])))

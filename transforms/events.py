@@ -417,7 +417,7 @@ class DeidentifyEvents(beam.PTransform):
         ]
         claimed = (
             [pcoll | f"Global{index}" >> beam.WindowInto(window.GlobalWindows()) for index, pcoll in enumerate(keyed)]
-            | "AllClaims" >> beam.Flatten()
+            | "AllClaims" >> beam.Flatten().with_output_types(tuple[str, Any])
             | "ClaimOnce" >> ClaimOnce(settings.output, events.window_s)
         )
         files, store_instances, not_taken = claimed | "ByType" >> beam.Partition(_PartitionBy(_by_type), 3)

@@ -69,7 +69,7 @@ def test_notified_objects_and_instances_are_deidentified_once_and_the_job_drains
         f"--input_subscription={uploads_sub},{dicom_sub}", f"--input=gs://{bucket}/in/", f"--output={out}",
         f"--deid_key_file={key_file}", f"--healthcare_source_store={source}",
         f"--healthcare_destination_store={destination}", f"--healthcare_api_endpoint={cloud.healthcare.api}",
-        "--settle_seconds=1", "--window_seconds=3",
+        "--settle_seconds=1", "--window_seconds=2",
     ])  # fmt: skip
     job.wait_for(lambda: any("event mode: polling" in line for line in job.lines), 120, "the job started")
 
