@@ -38,6 +38,10 @@ EXTRAS = {
         "deid-data>=0.0.20",
         # The WSI fidelity test's peer (a plain pyvips rewrite); libvips comes in the pyvips-binary wheel.
         "pyvips[binary]>=2.2",
+        # The Google providers' Terraform schema (hashicorp/google and google-beta 6.50.0, in their
+        # jsii assemblies), read by tests/deploy/test_terraform_schema.py; pinned to versions.tf's ~> 6.0.
+        "cdktf-cdktf-provider-google==16.12.1",
+        "cdktf-cdktf-provider-google-beta==16.12.1",
         f"apache-beam[dask]=={BEAM_VERSION}",
     ],
     # On-premises scale: Beam's DaskRunner over a dask.distributed cluster (README "On-premises

@@ -86,6 +86,11 @@ class DeidKey:
         record): a keyed hash of its path relative to --input, so the record never shows the path."""
         return self.digest("input-path", relative_path).hex()
 
+    def fraction(self, purpose: str, value: str) -> float:
+        """A keyed number in [0, 1), uniform over values: the same for the same key, purpose and value
+        (a reproducible sample of inputs, `--review_sample_rate`)."""
+        return int.from_bytes(self.digest(purpose, value.strip())[:8], "big") / 2**64
+
     def date_shift_days(self, patient_key: str) -> int:
         """Days to subtract from every date of one patient: the same for all files of that patient."""
         number = int.from_bytes(self.digest("date-shift", patient_key.strip())[:8], "big")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Kind = Literal["dicom", "wsi", "unknown"]
-Status = Literal["ok", "dead_letter"]
+Status = Literal["ok", "dead_letter", "needs_review"]
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,8 @@ class AuditRecord:
     actions: Mapping[str, int] = field(default_factory=dict)
     error_kind: str | None = None
     details: Mapping[str, object] = field(default_factory=dict)
+    # Set on the record a review decision adds (python -m pipeline.review): 'approved' or 'rejected'.
+    reviewed: str | None = None
 
     def to_json(self) -> str:
         record: dict[str, object] = {
@@ -31,6 +33,8 @@ class AuditRecord:
         }
         if self.error_kind:
             record["error_kind"] = self.error_kind
+        if self.reviewed:
+            record["reviewed"] = self.reviewed
         if self.details:
             record["details"] = dict(self.details)
         return json.dumps(record, sort_keys=True)

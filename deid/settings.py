@@ -165,8 +165,12 @@ class RedactionSettings:
     fill: str = "black"
     regions: RedactRegions = field(default_factory=RedactRegions)
     scope: str = "all"
+    # --review_threshold: text candidates scoring below it hold their input for review (0: no review).
+    review_threshold: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.review_threshold <= 1.0:
+            raise ConfigError("--review_threshold must be between 0 and 1")
         for name, value, allowed in (
             ("--redact_text", self.text, REDACT_TEXT_MODES),
             ("--redact_fill", self.fill, REDACT_FILLS),
@@ -219,8 +223,9 @@ class RunSettings:
     """Everything a worker needs, built once by the launcher.
 
     The run's secret travels as `key_file` (a path workers read in setup(), so a key from
-    --deid_key_file never enters the pickled job graph) or, for a key generated for this run only,
-    as `key_token`.
+    --deid_key_file never enters the pickled job graph), as `key_secret` (a Secret Manager version
+    name workers read in setup(), `deid.cloud.secrets`; `secret_endpoint` "" is Google's) or, for a
+    key generated for this run only, as `key_token`.
     """
 
     output: str
@@ -238,7 +243,17 @@ class RunSettings:
     qa_report: bool = False
     # Names this run's record files and manifest (UTC start time and a random suffix; no input value).
     run_id: str = "run"
+    key_secret: str | None = None
+    secret_endpoint: str = ""
+    # A local run's progress directory (`transforms.progress`); None: no progress taps in the graph.
+    progress_dir: str | None = None
+    # --review_sample_rate: a keyed fraction of inputs that would be published is held for review.
+    review_sample_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.key_token and not self.key_file:
-            raise ConfigError("RunSettings needs key_file or key_token")
+        if not self.key_token and not self.key_file and not self.key_secret:
+            raise ConfigError("RunSettings needs key_file, key_secret or key_token")
+        if self.key_file and self.key_secret:
+            raise ConfigError("--deid_key_file and --deid_key_secret exclude each other; give one")
+        if not 0.0 <= self.review_sample_rate <= 1.0:
+            raise ConfigError("--review_sample_rate must be between 0 and 1")

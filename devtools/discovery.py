@@ -1,8 +1,10 @@
-"""Validate request bodies against the official Healthcare API v1 discovery document.
+"""Validate requests against the official discovery documents of the APIs the stand-ins imitate.
 
-The document is the one google-api-python-client ships (`googleapiclient/discovery_cache/documents/
-healthcare.v1.json`), so tests check our bodies against what the real API publishes, not against
-our own idea of it. The fake server runs every body it receives through `validate_request`.
+The documents are the ones google-api-python-client ships (`googleapiclient/discovery_cache/documents/
+healthcare.v1.json`, `secretmanager.v1.json`), so tests check our requests against what the real API
+publishes, not against our own idea of it. The fake Healthcare server runs every body it receives
+through `validate_request`; the fake Secret Manager uses `document`, `methods_of` and
+`schema_errors(..., schemas=...)` for its requests and its own responses.
 """
 
 from __future__ import annotations
@@ -25,11 +27,21 @@ class RequestBodyError(ValueError):
 
 
 @functools.cache
-def healthcare_v1() -> dict[str, Any]:
-    """The healthcare v1 discovery document shipped inside google-api-python-client."""
-    documents = resources.files("googleapiclient") / "discovery_cache" / "documents" / "healthcare.v1.json"
+def document(api: str) -> dict[str, Any]:
+    """A discovery document shipped inside google-api-python-client, e.g. 'secretmanager.v1'."""
+    documents = resources.files("googleapiclient") / "discovery_cache" / "documents" / f"{api}.json"
     loaded: dict[str, Any] = json.loads(documents.read_text(encoding="utf-8"))
     return loaded
+
+
+def healthcare_v1() -> dict[str, Any]:
+    """The healthcare v1 discovery document shipped inside google-api-python-client."""
+    return document("healthcare.v1")
+
+
+def methods_of(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every method of a discovery document by id."""
+    return _methods(doc)
 
 
 def _methods(resource: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -77,31 +89,37 @@ def validate_request(method_id: str, body: object) -> None:
         raise RequestBodyError(f"{method_id}: " + "; ".join(errors))
 
 
-def schema_errors(schema: Mapping[str, Any], value: object, where: str) -> list[str]:
-    """Every mismatch between `value` and a discovery-document schema (unknown fields included)."""
+def schema_errors(
+    schema: Mapping[str, Any], value: object, where: str, schemas: Mapping[str, Any] | None = None
+) -> list[str]:
+    """Every mismatch between `value` and a discovery-document schema (unknown fields included).
+
+    `schemas`: the document's "schemas", where $refs resolve (default: the healthcare v1 document's).
+    """
+    schemas = healthcare_v1()["schemas"] if schemas is None else schemas
     if "$ref" in schema:
         ref = schema["$ref"]
-        resolved = healthcare_v1()["schemas"].get(ref)
+        resolved = schemas.get(ref)
         if resolved is None:
             return [f"{where}: unknown schema {ref}"]
-        return schema_errors(resolved, value, where)
+        return schema_errors(resolved, value, where, schemas)
     kind = schema.get("type", "any")
     if kind == "any":
         return []
     if kind == "object":
-        return _object_errors(schema, value, where)
+        return _object_errors(schema, value, where, schemas)
     if kind == "array":
         if not isinstance(value, list):
             return [f"{where}: expected an array, got {type(value).__name__}"]
         items = schema.get("items", {"type": "any"})
         errors: list[str] = []
         for index, item in enumerate(value):
-            errors += schema_errors(items, item, f"{where}[{index}]")
+            errors += schema_errors(items, item, f"{where}[{index}]", schemas)
         return errors
     return _scalar_errors(schema, value, where)
 
 
-def _object_errors(schema: Mapping[str, Any], value: object, where: str) -> list[str]:
+def _object_errors(schema: Mapping[str, Any], value: object, where: str, schemas: Mapping[str, Any]) -> list[str]:
     if not isinstance(value, dict):
         return [f"{where}: expected an object, got {type(value).__name__}"]
     properties: Mapping[str, Any] = schema.get("properties", {})
@@ -109,9 +127,9 @@ def _object_errors(schema: Mapping[str, Any], value: object, where: str) -> list
     errors: list[str] = []
     for name, item in value.items():
         if name in properties:
-            errors += schema_errors(properties[name], item, f"{where}.{name}")
+            errors += schema_errors(properties[name], item, f"{where}.{name}", schemas)
         elif additional is not None:
-            errors += schema_errors(additional, item, f"{where}.{name}")
+            errors += schema_errors(additional, item, f"{where}.{name}", schemas)
         else:
             errors.append(f"{where}: unknown field {name!r}")
     return errors
@@ -125,6 +143,8 @@ def _scalar_errors(schema: Mapping[str, Any], value: object, where: str) -> list
             return [f"{where}: expected a string, got {type(value).__name__}"]
         if fmt in ("int64", "uint64") and not re.fullmatch(r"-?\d+", value):
             return [f"{where}: expected an {fmt} decimal string"]
+        if fmt == "byte" and not re.fullmatch(r"[A-Za-z0-9+/_-]*={0,2}", value):
+            return [f"{where}: expected base64 bytes"]
         enum = schema.get("enum")
         if enum is not None and value not in enum:
             return [f"{where}: {value!r} is not one of {', '.join(enum)}"]

@@ -42,6 +42,7 @@ from apache_beam.runners.runner import PipelineRunner
 
 from deid.classify import WSI_OUTPUT_SUBTYPE, InputRef
 from deid.cloud.healthcare import HealthcareSettings, preflight
+from deid.cloud.secrets import access_secret_version, check_secret_version_name
 from deid.dicom.policy import profile_policy
 from deid.errors import NO_SPACE_MESSAGE, ConfigError, ProfileError
 from deid.keys import DeidKey
@@ -57,17 +58,23 @@ from deid.settings import (
     split_list,
     split_tag_list,
 )
+from pipeline.cli import HelpFormatter, configure_logging, log_level_of, program_name
 from pipeline.cluster import check_dask_request, dask_runner_if_asked, is_dask_runner
+from pipeline.events import event_mode, run_events
 from pipeline.manifest import new_run_id, write_manifest
 from pipeline.options import DeidOptions, check_argv
-from transforms.common import DeidOutputs, ToDeadLetters
+from pipeline.progress import new_progress_dir, show_progress
+from pipeline.summary import summary_or_note
+from transforms.common import CountStatuses, DeidOutputs, ToDeadLetters
 from transforms.dicom import DeidentifyDicom
 from transforms.dicomweb import DicomwebDeidentify
 from transforms.files import is_out_of_space, is_out_of_space_text, remove_tree, run_scratch_location, run_staging_dir
 from transforms.healthcare import HealthcareDeidentify
 from transforms.listing import ListInputs, admit, input_pattern
+from transforms.progress import one, tap, tap_branch
 from transforms.qa import WriteQaReport
-from transforms.records import WriteRecords, dead_letter_audit
+from transforms.records import WriteRecords, dead_letter_audit, linkage_tables_present
+from transforms.review import WriteReviewPage
 from transforms.wsi import DeidentifyWsi
 
 _LOG = logging.getLogger("deid")
@@ -81,6 +88,13 @@ class PipelineOutputs(NamedTuple):
 
 
 def load_key(options: DeidOptions) -> DeidKey:
+    """The run's key, read once here so that an unreadable key stops the run before it starts."""
+    if options.deid_key_file and options.deid_key_secret:
+        raise ConfigError("--deid_key_file and --deid_key_secret exclude each other; give one")
+    if options.deid_key_secret:
+        # SecretAccessError is a ConfigError: a 403 or 404 is one line and exit status 2.
+        name = check_secret_version_name(options.deid_key_secret)
+        return DeidKey.from_bytes(access_secret_version(name, options.secret_manager_endpoint))
     if not options.deid_key_file:
         _LOG.warning(
             "no --deid_key_file given: a random key was made for this run, so pseudonyms, UIDs and "
@@ -110,7 +124,11 @@ def settings_from_options(options: DeidOptions, key: DeidKey) -> RunSettings:
         jpeg_quality=options.jpeg_quality,
     )
     redaction = RedactionSettings(
-        text=options.redact_text, fill=options.redact_fill, regions=regions, scope=options.redact_text_scope
+        text=options.redact_text,
+        fill=options.redact_fill,
+        regions=regions,
+        scope=options.redact_text_scope,
+        review_threshold=options.review_threshold,
     )
     profile = ProfileSettings(
         retain_long_full_dates=options.retain_long_full_dates,
@@ -137,9 +155,11 @@ def settings_from_options(options: DeidOptions, key: DeidKey) -> RunSettings:
     scratch = options.scratch_location or options.view_as(GoogleCloudOptions).temp_location
     return RunSettings(
         output=options.output,
-        # A key from a file stays out of the job graph: workers read the file themselves.
-        key_token="" if options.deid_key_file else key.to_token(),
+        # A key from a file or Secret Manager stays out of the job graph: workers read it themselves.
+        key_token="" if options.deid_key_file or options.deid_key_secret else key.to_token(),
         key_file=options.deid_key_file or None,
+        key_secret=check_secret_version_name(options.deid_key_secret) if options.deid_key_secret else None,
+        secret_endpoint=options.secret_manager_endpoint or "",
         profile=profile,
         wsi=wsi,
         redaction=redaction,
@@ -148,6 +168,7 @@ def settings_from_options(options: DeidOptions, key: DeidKey) -> RunSettings:
         scratch_location=scratch,
         input_root=None if not options.input or is_glob(options.input) else options.input,
         qa_report=options.qa_report,
+        review_sample_rate=options.review_sample_rate,
     )
 
 
@@ -174,10 +195,15 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
             main_tag="admitted", dead_letter_tag="refused"
         )
         dead_letters += [unreadable, admitted["refused"] | "Refused" >> ToDeadLetters()]
+        tap(refs, "ProgressListed", settings.progress_dir, one("listed"))
+        for label, failed in (("ProgressUnreadable", unreadable), ("ProgressRefused", admitted["refused"])):
+            tap(failed, label, settings.progress_dir, one("dead_letter"))
+        tap(unreadable, "ProgressUnreadableListed", settings.progress_dir, one("listed"))
         dicom_refs, wsi_refs = admitted["admitted"] | "ByKind" >> beam.Partition(_ByKind(), 2)
         if not _cloud_takes_dicom(deid_options):
             branches.append(dicom_refs | "Dicom" >> DeidentifyDicom(settings))
         wsi = wsi_refs | "Wsi" >> _wsi_branch(settings)
+        tap_branch(wsi, "ProgressWsi", settings.progress_dir)  # DICOM instances count themselves
         branches.append(wsi)
     if wsi is not None and deid_options.healthcare_source_store and settings.wsi.output_format != "tiff":
         # Slides written as DICOM VL Whole Slide Microscopy go to the source store with the DICOM inputs.
@@ -193,6 +219,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
     audit = (
         [b.audit for b in branches] + [all_dead | "DeadLetterAudit" >> beam.Map(dead_letter_audit)]
     ) | "AllAudit" >> beam.Flatten()
+    _ = audit | "CountStatuses" >> CountStatuses()
 
     records: dict[str, beam.PCollection] = {"audit": audit, "dead_letter": all_dead}
     if deid_options.linkage_output:
@@ -201,8 +228,16 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions, settings: RunSett
     if settings.qa_report:
         entries = [b.qa for b in branches if b.qa is not None] or [p | "NoQaEntries" >> beam.Create([])]
         qa = entries | "AllQaEntries" >> beam.Flatten()
-        _ = (audit, qa) | "WriteQaReport" >> WriteQaReport(settings.output)
+        _ = (audit, qa, all_dead) | "WriteQaReport" >> WriteQaReport(settings.output)
+    if _may_hold(settings):
+        _ = audit | "WriteReviewPage" >> WriteReviewPage(settings.output)
     return PipelineOutputs(audit=audit, dead_letters=all_dead)
+
+
+def _may_hold(settings: RunSettings) -> bool:
+    """Whether this run can hold an input for review (uncertain text, or a sample of clean outputs)."""
+    redaction = settings.redaction
+    return (redaction.review_threshold > 0 and redaction.text != "off") or settings.review_sample_rate > 0
 
 
 def wsi_dicom_outputs(record: AuditRecord, output: str) -> list[InputRef]:
@@ -241,6 +276,7 @@ def _cloud_branches(
     if healthcare is not None:
         source = dicom_refs if dicom_refs is not None else p
         branches.append(source | "Healthcare" >> HealthcareDeidentify(healthcare, settings.limits))
+        tap_branch(branches[-1], "ProgressHealthcare", settings.progress_dir)
     if options.dicomweb_source or options.dicomweb_destination:
         local = dicom_refs if dicom_refs is not None and healthcare is None else p
         branches.append(
@@ -264,7 +300,8 @@ def _wsi_branch(settings: RunSettings) -> beam.PTransform:
 
 
 def _check_output_writable(output: str) -> None:
-    probe = FileSystems.join(output, ".tmp", f"probe-{uuid.uuid4().hex}")
+    # Named like every staging file (`.part`): on the Terraform deployment the worker may delete only those.
+    probe = FileSystems.join(output, ".tmp", f"probe-{uuid.uuid4().hex}.part")
     try:
         with FileSystems.create(probe) as handle:
             handle.write(b"")
@@ -273,6 +310,24 @@ def _check_output_writable(output: str) -> None:
         if is_out_of_space(exc):
             raise ConfigError("no space left on OUTPUT; free space and run again") from None
         raise ConfigError(f"--output is not writable ({type(exc).__name__}); check the path and permissions") from None
+
+
+def _check_linkage_is_new(prefix: str | None) -> None:
+    """On an object store linkage tables are never replaced (`transforms.files.write_record`): a
+    --linkage_output that already holds them is refused before any work, not at the run's end."""
+    if not prefix:
+        return
+    try:
+        present = linkage_tables_present(prefix)
+    except (OSError, beam.io.filesystem.BeamIOError) as exc:
+        raise ConfigError(
+            f"--linkage_output cannot be listed ({type(exc).__name__}); check the path and permissions"
+        ) from None
+    if present:
+        raise ConfigError(
+            "--linkage_output already holds linkage tables, which are never replaced on Cloud Storage; "
+            "give this run its own prefix (for example gs://<linkage bucket>/<job name>/)"
+        )
 
 
 def _check_input_matches(location: str | None) -> None:
@@ -309,7 +364,8 @@ def pipeline_options_from_argv(argv: Sequence[str]) -> PipelineOptions:
     deid_options = options.view_as(DeidOptions)
     if not standard.runner:
         standard.runner = "DirectRunner"
-        use_the_machine(options, argv, deid_options.input)
+        # An event run's --input is watched, not listed: its files today say nothing of its size.
+        use_the_machine(options, argv, None if event_mode(deid_options) else deid_options.input)
     local = standard.runner in StandardOptions.LOCAL_RUNNERS or is_dask_runner(standard.runner)
     uses_gcs = any(
         (value or "").startswith("gs://")
@@ -377,15 +433,16 @@ def default_runner(argv: Sequence[str], options: PipelineOptions) -> PipelineRun
     return fn_runner.FnApiRunner(provision_info=provision)
 
 
-def run(argv: Sequence[str] | None = None) -> beam.runners.runner.PipelineResult:
+def run(argv: Sequence[str] | None = None, run_id: str | None = None) -> beam.runners.runner.PipelineResult:
     """Parse argv, build and run the pipeline; wait for it when running locally. The run writes its
-    own record files and, when it ends (or is submitted to a remote runner), its manifest."""
+    own record files and, when it ends (or is submitted to a remote runner), its manifest. A run on a
+    local runner shows its progress on stderr (`pipeline.progress`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     check_dask_request(argv)
     options = pipeline_options_from_argv(argv)
     deid_options = options.view_as(DeidOptions)
     started = dt.datetime.now(dt.UTC)
-    run_id = new_run_id(started)
+    run_id = run_id or new_run_id(started)
     settings = dataclasses.replace(settings_from_options(deid_options, load_key(deid_options)), run_id=run_id)
     runner_name = options.view_as(StandardOptions).runner
     # A Dask job is this process's too: it dies with its client, so the launcher waits and cleans up.
@@ -395,16 +452,23 @@ def run(argv: Sequence[str] | None = None) -> beam.runners.runner.PipelineResult
         # One scratch directory per run, which this process removes when the run ends.
         own_scratch = run_scratch_location(settings.scratch_location, run_id)
         settings = dataclasses.replace(settings, scratch_location=own_scratch)
-    _check_input_matches(deid_options.input)
+    if not event_mode(deid_options):  # a watched --input may be empty when the job starts
+        _check_input_matches(deid_options.input)
     _check_output_writable(settings.output)
+    if event_mode(deid_options):
+        return run_events(options, settings, started)
+    _check_linkage_is_new(deid_options.linkage_output)
     _preflight_cloud(deid_options)
     runner = dask_runner_if_asked(options, settings) or default_runner(argv, options)
+    if runner_name in StandardOptions.LOCAL_RUNNERS:
+        settings = dataclasses.replace(settings, progress_dir=new_progress_dir())
     pipeline = beam.Pipeline(runner=runner, options=options)
     build_pipeline(pipeline, options, settings)
     try:
-        result = pipeline.run()
-        if local:
-            result.wait_until_finish()
+        with show_progress(settings.progress_dir):
+            result = pipeline.run()
+            if local:
+                result.wait_until_finish()
     except BaseException:
         if local:  # a remote job may still be using them
             _remove_run_files(settings, own_scratch)
@@ -423,6 +487,8 @@ def _remove_run_files(settings: RunSettings, own_scratch: str | None) -> None:
     remove_tree(run_staging_dir(settings.output, settings.run_id))
     if own_scratch:
         remove_tree(own_scratch)
+    if settings.progress_dir:
+        remove_tree(settings.progress_dir)
 
 
 class _QuietFullDisk(logging.Filter):
@@ -436,10 +502,12 @@ class _QuietFullDisk(logging.Filter):
 
 def help_text() -> str:
     """`python -m pipeline --help`: every option of DeidOptions with its help (Beam's own options too)."""
+    prog = program_name()
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline",
-        description="De-identify DICOM files and whole-slide images: "
-        "python -m pipeline --input INPUT --output OUTPUT [options]",
+        prog=prog,
+        usage=f"{prog} --input INPUT --output OUTPUT [options]",
+        formatter_class=HelpFormatter,
+        description="De-identify DICOM files and whole-slide images.",
         epilog="Apache Beam pipeline options (--runner, --project, --region, --temp_location, "
         "--direct_running_mode, ...) are accepted as well. Without --runner the job runs locally "
         "on the DirectRunner's engine (FnApiRunner), on all cores (multi_processing) for inputs of "
@@ -455,13 +523,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "-h" in args or "--help" in args:
         print(help_text())
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    restore_logging = configure_logging(log_level_of(args))
+    run_id = new_run_id()
     quiet = _QuietFullDisk()
     handlers = list(logging.getLogger().handlers)
     for handler in handlers:
         handler.addFilter(quiet)
     try:
-        run(args)
+        run(args, run_id=run_id)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -478,6 +547,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for handler in handlers:
             handler.removeFilter(quiet)
+        restore_logging()
     output = PipelineOptions(args).view_as(DeidOptions).output
+    print(summary_or_note(output, run_id))
     print(f"done: results under {output} (audit/, dead_letter/, dicom/, wsi/)")
     return 0

@@ -17,12 +17,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import DeidOptions, option_names
-from transforms.files import output_path, write_atomically
+from transforms.files import output_path, write_record
 from transforms.records import AUDIT_RELPATH, DEAD_LETTER_RELPATH
 
 MANIFEST_RELPATH = "runs/{run_id}.json"
 # Options whose values are secrets or could name patients are recorded as set / not set only.
-_REDACTED = frozenset({"deid_key_file", "input", "output", "linkage_output", "redact_regions", "scratch_location"})
+_REDACTED = frozenset(
+    {"deid_key_file", "deid_key_secret", "input", "output", "linkage_output", "redact_regions", "scratch_location"}
+)
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -74,6 +76,6 @@ def write_manifest(
         "counts": counts(output, run_id) if outcome == "completed" else {},
         "options": options_record(options),
     }
-    return write_atomically(
+    return write_record(
         output, MANIFEST_RELPATH.format(run_id=run_id), json.dumps(body, indent=2, sort_keys=True).encode()
     )

@@ -25,6 +25,7 @@ from deid.settings import (
     UNLISTED_TEXT_MODES,
     WSI_OUTPUT_FORMATS,
 )
+from pipeline.cli import DEFAULT_LOG_LEVEL, LOG_LEVELS, program_name
 
 
 class OptionValueError(ConfigError, argparse.ArgumentTypeError):
@@ -64,8 +65,21 @@ def non_negative_int(value: str) -> int:
     return number
 
 
+def unit_fraction(value: str) -> float:
+    """A number from 0 to 1 (a threshold or a rate)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise OptionValueError(f"expected a number from 0 to 1, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise OptionValueError(f"expected a number from 0 to 1, got {value!r}")
+    return number
+
+
 def _flag(parser: argparse._ActionsContainer, name: str, help_text: str) -> None:
-    parser.add_argument(f"--{name}", type=parse_bool, nargs="?", const=True, default=False, help=help_text)
+    parser.add_argument(
+        f"--{name}", type=parse_bool, nargs="?", const=True, default=False, metavar="true|false", help=help_text
+    )
 
 
 class DeidOptions(PipelineOptions):
@@ -90,7 +104,20 @@ class DeidOptions(PipelineOptions):
             "--deid_key_file",
             default=None,
             help="File holding the secret for keyed pseudonyms (UIDs, IDs, date shifts, file names). "
-            "Without it a random key is made for the run and results will not link to other runs.",
+            "Without it (or --deid_key_secret) a random key is made for the run and results will not "
+            "link to other runs.",
+        )
+        group.add_argument(
+            "--deid_key_secret",
+            default=None,
+            help="Secret Manager version holding that secret, projects/P/secrets/S/versions/V: read by the "
+            "launcher and by each worker at start, never logged or put in the job graph. Instead of "
+            "--deid_key_file.",
+        )
+        group.add_argument(
+            "--secret_manager_endpoint",
+            default="https://secretmanager.googleapis.com/v1",
+            help="Base URL of the Secret Manager API v1 (tests point it at a local server).",
         )
         group.add_argument(
             "--linkage_output",
@@ -169,6 +196,21 @@ class DeidOptions(PipelineOptions):
             "BurnedInAnnotation YES, and US/SC/OT without BurnedInAnnotation NO).",
         )
         group.add_argument(
+            "--review_threshold",
+            type=unit_fraction,
+            default=0.8,
+            help="With --redact_text detect|ocr: text candidates scoring at or above it (0..1) are redacted "
+            "automatically; an input with any candidate below it is held for human review under "
+            "OUTPUT/review/ instead of being published. 0 disables holding.",
+        )
+        group.add_argument(
+            "--review_sample_rate",
+            type=unit_fraction,
+            default=0.0,
+            help="Fraction (0..1) of the inputs that would be published that is held for review too, "
+            "chosen by the key (reproducible with the same --deid_key_file).",
+        )
+        group.add_argument(
             # Not --label: Beam already owns that name (Dataflow job labels).
             "--label_macro",
             choices=LABEL_MODES,
@@ -204,6 +246,14 @@ class DeidOptions(PipelineOptions):
             "Defaults to a worker-local temporary directory, or --temp_location on Dataflow.",
         )
         _flag(group, "qa_report", "Write OUTPUT/qa/index.html with before/after thumbnails and counts.")
+        group.add_argument(
+            "--log_level",
+            type=str.upper,
+            choices=LOG_LEVELS,
+            default=DEFAULT_LOG_LEVEL,
+            help="Console log level of the launcher. WARNING shows warnings and the job's own lines "
+            "(progress, summary); INFO or DEBUG add Beam's own messages.",
+        )
         # Google Cloud Healthcare API.
         group.add_argument(
             "--healthcare_source_store",
@@ -249,6 +299,37 @@ class DeidOptions(PipelineOptions):
             "--dicomweb_destination",
             default=None,
             help="DICOMweb base URL to store de-identified instances into (STOW-RS).",
+        )
+        # Event-driven mode (pipeline/events.py, README "Event-driven mode").
+        group.add_argument(
+            "--input_subscription",
+            default=None,
+            help="Pub/Sub subscriptions projects/P/subscriptions/S (comma-separated): run as a streaming "
+            "job that de-identifies each object a Cloud Storage notification (OBJECT_FINALIZE) names "
+            "under --input, and each instance a --healthcare_source_store notification names, into "
+            "--healthcare_destination_store or --dicomweb_destination.",
+        )
+        _flag(
+            group,
+            "watch",
+            "Run as a streaming job that polls --input (local or gs://) every --watch_interval seconds "
+            "and de-identifies each new or changed file once it stopped changing.",
+        )
+        group.add_argument(
+            "--watch_interval", type=positive_int, default=10, help="Seconds between two polls of --input (--watch)."
+        )
+        group.add_argument(
+            "--settle_seconds",
+            type=positive_int,
+            default=30,
+            help="Event mode: a file, MIRAX slide or DICOM-WSI series is taken this many seconds after "
+            "its last notice or change, so multi-file units wait for all their files.",
+        )
+        group.add_argument(
+            "--window_seconds",
+            type=positive_int,
+            default=60,
+            help="Event mode: audit and dead-letter records are written as new files per window of this many seconds.",
         )
 
 
@@ -300,7 +381,7 @@ def _check_known(rest: Sequence[str]) -> None:
     name = first.split("=", 1)[0]
     known = [a for a in _all_option_names() if a.startswith("--")]
     close = difflib.get_close_matches(name.replace("-", "_").lstrip("_"), [k[2:] for k in known], n=1)
-    hint = f"; did you mean --{close[0]}?" if close else "; python -m pipeline --help lists the options"
+    hint = f"; did you mean --{close[0]}?" if close else f"; {program_name()} --help lists the options"
     raise ConfigError(f"unknown option {name}{hint}")
 
 

@@ -6,8 +6,9 @@ deid/verify/values.py and deid/verify/scan.py for the rules), matches outputs to
 audit records (input_sha256 -> outputs), and scans every file under OUTPUT, whatever its folder
 (every DICOM element at every depth, every TIFF IFD's text tags and XMP, the raw bytes, the file
 name; text files also with the metadata rule line by line). Records (audit/, dead_letter/, qa/,
-runs/) are searched for the values of every input, as text, with the run ids and the manifest's
-start and end times blanked (they hold the run's date). Outputs no audit record accounts for (a
+runs/, and the review command's review/*.json, *.jsonl and index.html) are searched for the values of
+every input, as text, with the run and review ids and the manifest's start and end times and the
+decisions' times blanked (they hold the run's date). Outputs no audit record accounts for (a
 stray copy under OUTPUT/extra/) are scanned for the values of every input. OUTPUT/quarantine/ is
 only counted and reported, never scanned: the run's own leak check put leaking outputs there.
 
@@ -26,7 +27,6 @@ their number.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -58,6 +58,7 @@ from deid.verify.harvest import (
 from deid.verify.scan import TEXT_SNIFF_BYTES, looks_like_text, scan_output, scan_text_output
 from deid.verify.tiffwalk import TiffParseError
 from deid.verify.values import LeakHit, PhiValue
+from pipeline.cli import HelpFormatter, OneLineParser
 from pipeline.main import settings_from_options
 from pipeline.options import DeidOptions, check_argv
 from transforms.files import RAW, TMP_DIR, read_all, sha256_and_head
@@ -69,7 +70,8 @@ RECORD_FOLDERS = ("audit", "dead_letter", "qa", "runs")
 # What the run writes into records by itself (pipeline/manifest.py): run ids ('20261201T095821Z-1a2b3c4d',
 # also in record file names) and the manifest's start and end times. They hold the run's date, which
 # may equal an input's date by coincidence; blanked before records are searched.
-RECORD_MACHINE_TEXT = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{8}|\"(?:started|ended)\": \"[^\"]{0,40}\"")
+# Review decisions (review/decisions.jsonl) carry review ids of that form and a "when" time too.
+RECORD_MACHINE_TEXT = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{8}|\"(?:started|ended|when)\": \"[^\"]{0,40}\"")
 MAX_DICOM_HARVEST_BYTES = 2 * 1024**3
 UNREADABLE = "unreadable"
 UNLISTABLE = "directory that could not be listed"
@@ -244,7 +246,8 @@ def verify_tree(input_location: str, output_location: str, profile: ProfileSetti
         top = relpath.split("/", 1)[0]
         if top == QUARANTINE:
             continue  # counted by quarantined_outputs(), never scanned: leaks are expected there
-        record = top in RECORD_FOLDERS
+        # The review command's own text files (decisions, review.json, the page) are records too.
+        record = top in RECORD_FOLDERS or (top == "review" and relpath.endswith((".json", ".jsonl", ".html")))
         hits += _scan(path, relpath, every_value if record else owner.get(relpath, every_value), record)
     return hits
 
@@ -272,8 +275,9 @@ def _profile_from(extra: Sequence[str], input_location: str, output_location: st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m pipeline.verify",
+        formatter_class=HelpFormatter,
         description="Scan a de-identified OUTPUT tree for identifying values of INPUT. "
         "Exit 0 clean, 1 leak, 2 when the check cannot be made.",
         epilog="Other arguments are the run's profile options (--retain_long_full_dates, --keep, ...).",

@@ -25,7 +25,6 @@ def main(demo_data: str, output: str) -> int:
     from deid.cloud.dicomweb import list_instances
     from deid.cloud.healthcare import HealthcareClient, default_session
     from pipeline.main import main as run_pipeline
-    from scripts.summarize_run import summarize
     from tests.support.gcs_emulator import fake_healthcare, throwaway_credentials
 
     with tempfile.TemporaryDirectory() as scratch, fake_healthcare([SOURCE, DESTINATION]) as server:
@@ -44,7 +43,6 @@ def main(demo_data: str, output: str) -> int:
         )
         client = HealthcareClient(server.api, default_session())
         stored = list_instances(client.dicomweb(DESTINATION))
-        print(summarize(output))
         print(
             f"destination store {DESTINATION}: {len(stored)} de-identified instances (local stand-in at {server.url})"
         )

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pipeline.options import DeidOptions, non_negative_int, parse_bool, positive_int  # noqa: E402
+from pipeline.options import DeidOptions, non_negative_int, parse_bool, positive_int, unit_fraction  # noqa: E402
 
 METADATA_PATH = ROOT / "templates" / "metadata.json"
 
@@ -61,6 +61,7 @@ _KEYWORD = r"[A-Za-z][A-Za-z0-9]*"
 _TAG_OR_KEYWORD = rf"({_TAG}|{_KEYWORD})"
 _PRIVATE = r"[^:,\r\n]+:[0-9A-Fa-f]{4},[0-9A-Fa-f]{2}"
 _STORE = r"projects/[a-z0-9-]+/locations/[a-z0-9-]+/datasets/[A-Za-z0-9_.-]+/dicomStores/[A-Za-z0-9_.-]+"
+_SUBSCRIPTION = r"projects/[a-z][a-z0-9.:-]*[a-z0-9]/subscriptions/[A-Za-z][A-Za-z0-9._~%+-]{2,254}"
 _URL = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?"
 
 # Text options with a known shape. An empty value means "not set" where the option's default is "".
@@ -75,8 +76,11 @@ TEXT_REGEXES: dict[str, str] = {
     "healthcare_keep_list": rf"^({_KEYWORD}( *, *{_KEYWORD})*)?$",
     "healthcare_remove_list": rf"^({_KEYWORD}( *, *{_KEYWORD})*)?$",
     "healthcare_api_endpoint": rf"^{_URL}$",
+    "deid_key_secret": r"^projects/[a-z0-9-]+/(locations/[a-z0-9-]+/)?secrets/[A-Za-z0-9_-]+/versions/([0-9]+|latest)$",
+    "secret_manager_endpoint": rf"^{_URL}$",
     "dicomweb_source": rf"^{_URL}$",
     "dicomweb_destination": rf"^{_URL}$",
+    "input_subscription": rf"^{_SUBSCRIPTION}(,{_SUBSCRIPTION})*$",
 }
 # Text options added later and not described above: anything on one line without control characters.
 FALLBACK_TEXT_REGEX = r"^[^\x00-\x1f\x7f]*$"
@@ -131,6 +135,8 @@ def _number_regex(kind: Callable[..., Any]) -> str:
         return r"^[1-9][0-9]*$"
     if kind is non_negative_int:
         return r"^(0|[1-9][0-9]*)$"
+    if kind is unit_fraction:
+        return r"^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$"
     if kind is float:
         return r"^-?[0-9]+(\.[0-9]+)?$"
     return r"^-?[0-9]+$"
@@ -160,7 +166,7 @@ def parameter_for(action: argparse.Action) -> dict[str, Any]:
     elif action.type is parse_bool:
         param["paramType"] = "BOOLEAN"
         param["regexes"] = ["^(true|false)$"]
-    elif action.type in (positive_int, non_negative_int, int, float):
+    elif action.type in (positive_int, non_negative_int, unit_fraction, int, float):
         param["paramType"] = "NUMBER"
         param["regexes"] = [_number_regex(action.type)]  # type: ignore[arg-type]
     elif name in GCS_PATHS:

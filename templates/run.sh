@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Launch the Flex Template as a Dataflow job.
 #
-#   templates/run.sh input=gs://BUCKET/studies/ deid_key_file=gs://AUDIT/keys/deid.key [name=value ...]
+#   templates/run.sh input=gs://BUCKET/studies/ deid_key_secret=projects/P/secrets/S/versions/1 [name=value ...]
 #
 # Arguments are template parameters (names from templates/metadata.json; unknown names are refused).
 # output defaults to gs://<output bucket>/<job name>/.
@@ -13,6 +13,8 @@
 #   JOB_NAME        default deid-<UTC time>
 #   MAX_WORKERS     default 10
 #   MACHINE_TYPE    default n2-highmem-4
+#   UPDATE          1: replace the running streaming job named JOB_NAME in place (gcloud --update;
+#                   README "Event-driven mode")
 # Workers get private IPs only (--disable-public-ips) on SUBNETWORK, run as SERVICE_ACCOUNT, and
 # Dataflow encrypts job state and disks with KMS_KEY.
 set -euo pipefail
@@ -50,6 +52,10 @@ if [[ -z "$have_output" ]]; then
 fi
 # gcloud's alternate delimiter (^~^) lets values hold commas (keep lists, JSON regions).
 joined="$(IFS='~'; echo "${params[*]}")"
+update=()
+if [[ "${UPDATE:-}" == 1 ]]; then
+  update=(--update)
+fi
 
 gcloud dataflow flex-template run "$JOB_NAME" \
   --project="$PROJECT" \
@@ -63,4 +69,5 @@ gcloud dataflow flex-template run "$JOB_NAME" \
   --temp-location="$TEMP_LOCATION" \
   --max-workers="$MAX_WORKERS" \
   --worker-machine-type="$MACHINE_TYPE" \
-  --parameters="^~^$joined"
+  --parameters="^~^$joined" \
+  "${update[@]}"

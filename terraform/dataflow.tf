@@ -45,6 +45,9 @@ resource "google_dataflow_flex_template_job" "deid" {
     google_kms_crypto_key_iam_member.dataflow_agents,
     google_project_iam_member.worker_dataflow,
     google_storage_bucket_iam_member.worker,
+    google_storage_bucket_iam_member.worker_staging,
+    google_storage_bucket_iam_member.worker_linkage,
+    google_secret_manager_secret_iam_member.worker_key_reader,
     google_artifact_registry_repository_iam_member.worker_reader,
   ]
 }

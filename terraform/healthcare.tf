@@ -45,9 +45,16 @@ resource "google_pubsub_topic_iam_member" "healthcare_publisher" {
   member = "serviceAccount:${google_project_service_identity.agent["healthcare.googleapis.com"].email}"
 }
 
-# ... and writes dicomStores.export results (--healthcare_export_output) into the output bucket.
+# ... and writes dicomStores.export results (--healthcare_export_output) under one prefix of the
+# output bucket: create only (security.tf adds read of the import prefix of the input bucket).
 resource "google_storage_bucket_iam_member" "healthcare_export" {
   bucket = google_storage_bucket.data["output"].name
-  role   = "roles/storage.objectAdmin"
+  role   = "roles/storage.objectCreator"
   member = "serviceAccount:${google_project_service_identity.agent["healthcare.googleapis.com"].email}"
+
+  condition {
+    title       = "healthcare-export-prefix"
+    description = "dicomStores.export writes only under gs://<output bucket>/${local.healthcare_export_prefix}."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.data["output"].name}/objects/${local.healthcare_export_prefix}\")"
+  }
 }

@@ -13,17 +13,18 @@ resource "google_project_iam_member" "worker_dataflow" {
   member  = google_service_account.worker.member
 }
 
-# Object roles on each bucket, nothing project-wide. objectUser (read, write, delete, list) where
-# Beam writes, since its file sinks write temporary files and rename them; legacyBucketReader adds
-# storage.buckets.get, which Beam calls on temp_location and on outputs before writing.
+# Object roles on each bucket, nothing project-wide. objectUser (read, write, delete, list) only on
+# temp, where Beam and the WSI scratch write temporary files and delete them. On the output bucket,
+# which holds the records, objectCreator: create, never read, replace or delete; security.tf adds
+# read and delete of the ".part" staging files only. legacyBucketReader adds storage.buckets.get,
+# which Beam calls on temp_location and on outputs before writing, and storage.objects.list.
 locals {
   worker_bucket_roles = {
     "input-viewer"         = { bucket = "input", role = "roles/storage.objectViewer" }
-    "output-user"          = { bucket = "output", role = "roles/storage.objectUser" }
+    "output-creator"       = { bucket = "output", role = "roles/storage.objectCreator" }
     "output-bucket-reader" = { bucket = "output", role = "roles/storage.legacyBucketReader" }
     "temp-user"            = { bucket = "temp", role = "roles/storage.objectUser" }
     "temp-bucket-reader"   = { bucket = "temp", role = "roles/storage.legacyBucketReader" }
-    "audit-user"           = { bucket = "audit", role = "roles/storage.objectUser" }
   }
 }
 

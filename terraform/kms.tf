@@ -9,7 +9,7 @@ resource "google_kms_key_ring" "deid" {
 }
 
 resource "google_kms_crypto_key" "key" {
-  for_each = toset(["storage", "artifact-registry", "dataflow", "pubsub"])
+  for_each = toset(["storage", "artifact-registry", "dataflow", "pubsub", "secret-manager", "logging"])
 
   name            = "${var.name_prefix}-${each.key}"
   key_ring        = google_kms_key_ring.deid.id

@@ -33,7 +33,9 @@ resource "google_project_service" "enabled" {
     "healthcare.googleapis.com",
     "iam.googleapis.com",
     "logging.googleapis.com",
+    "monitoring.googleapis.com",
     "pubsub.googleapis.com",
+    "secretmanager.googleapis.com",
     "storage.googleapis.com",
   ])
 
@@ -46,7 +48,7 @@ resource "google_project_service" "enabled" {
 # Service agents that exist only once asked for; created here so the key grants below can name them.
 resource "google_project_service_identity" "agent" {
   provider = google-beta
-  for_each = toset(["artifactregistry.googleapis.com", "healthcare.googleapis.com", "pubsub.googleapis.com"])
+  for_each = toset(["artifactregistry.googleapis.com", "healthcare.googleapis.com", "pubsub.googleapis.com", "secretmanager.googleapis.com"])
 
   project = var.project_id
   service = each.value

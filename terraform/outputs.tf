@@ -60,9 +60,9 @@ output "temp_bucket" {
   value       = google_storage_bucket.data["temp"].name
 }
 
-output "audit_bucket" {
-  description = "Restricted bucket for linkage tables and the pseudonym key."
-  value       = google_storage_bucket.data["audit"].name
+output "linkage_bucket" {
+  description = "Bucket of the linkage tables (retention policy; workers create only, reidentification_readers read)."
+  value       = google_storage_bucket.linkage.name
 }
 
 output "access_log_bucket" {
@@ -70,14 +70,24 @@ output "access_log_bucket" {
   value       = google_storage_bucket.access_logs.name
 }
 
-output "deid_key_file" {
-  description = "Suggested deid_key_file parameter: upload the pseudonym key here."
-  value       = "gs://${google_storage_bucket.data["audit"].name}/keys/deid.key"
+output "deid_key_secret" {
+  description = "deid_key_secret parameter: version 1 of the key's secret (add it first: README \"Security model\")."
+  value       = "${google_secret_manager_secret.deid_key.id}/versions/1"
 }
 
-output "linkage_output" {
-  description = "Suggested linkage_output parameter."
-  value       = "gs://${google_storage_bucket.data["audit"].name}/linkage/"
+output "linkage_output_prefix" {
+  description = "Prefix for linkage_output; append one new folder per run (tables are never replaced)."
+  value       = "gs://${google_storage_bucket.linkage.name}/"
+}
+
+output "healthcare_export_output_prefix" {
+  description = "Prefix for healthcare_export_output (the only place the Healthcare API may write); append a folder per run."
+  value       = "gs://${google_storage_bucket.data["output"].name}/${local.healthcare_export_prefix}"
+}
+
+output "data_access_log_bucket" {
+  description = "Log bucket holding the Data Access audit logs of Cloud Storage, Secret Manager and the Healthcare API."
+  value       = google_logging_project_bucket_config.data_access.id
 }
 
 output "healthcare_dataset" {

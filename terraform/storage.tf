@@ -1,15 +1,15 @@
-# Buckets: input (studies to de-identify), output (de-identified data, audit/ and dead_letter/),
-# temp (Dataflow staging and temp files, template specs), audit (linkage tables and the
-# pseudonym key: the only places original identifiers or secrets live), and access_logs (usage
-# logs of the other four). All: uniform bucket-level access, public access prevention enforced,
-# CMEK, versioning, lifecycle rules; the four data buckets log access into access_logs.
+# Buckets: input (studies to de-identify), output (de-identified data and the records audit/,
+# dead_letter/, runs/), temp (Dataflow staging and temp files, template specs), and access_logs
+# (usage logs of the others). The linkage tables have their own bucket under a retention policy
+# and the pseudonym key lives in Secret Manager (security.tf). All: uniform bucket-level access,
+# public access prevention enforced, CMEK, lifecycle rules; versioning wherever no retention policy
+# excludes it; every data bucket logs access into access_logs.
 
 locals {
   buckets = {
     input  = { noncurrent_days = var.noncurrent_retention_days, delete_after_days = 0 }
     output = { noncurrent_days = var.noncurrent_retention_days, delete_after_days = 0 }
     temp   = { noncurrent_days = 1, delete_after_days = var.temp_retention_days }
-    audit  = { noncurrent_days = var.noncurrent_retention_days, delete_after_days = 0 }
   }
 }
 
@@ -53,6 +53,17 @@ resource "google_storage_bucket" "data" {
     }
     action {
       type = "AbortIncompleteMultipartUpload"
+    }
+  }
+
+  # Staging files (OUTPUT/.tmp/<hex>.part) a crashed worker left behind; a live one is minutes old.
+  lifecycle_rule {
+    condition {
+      age            = 2
+      matches_suffix = [".part"]
+    }
+    action {
+      type = "Delete"
     }
   }
 

@@ -15,6 +15,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from deid.classify import InputRef
+from deid.cloud.secrets import access_secret_version
 from deid.errors import OutOfSpaceError, safe_message_for
 from deid.keys import DeidKey
 from deid.records import AuditRecord, DeadLetterRecord
@@ -50,6 +51,22 @@ def linkage_rows(
         yield TaggedOutput(LINKAGE, ("uid", old, new))
     for old, new in patient_id_map:
         yield TaggedOutput(LINKAGE, ("patient_id", old, new))
+
+
+class _CountStatus(beam.DoFn):
+    """AuditRecord -> nothing; counts `status_<status>` (ok, dead_letter, needs_review)."""
+
+    def process(self, record: AuditRecord) -> Iterable[None]:
+        Metrics.counter(METRICS_NAMESPACE, f"status_{record.status}").inc()
+        return ()
+
+
+class CountStatuses(beam.PTransform):
+    """PCollection[AuditRecord] of the whole run -> one Beam counter per status, `status_<status>`
+    (Dataflow user counters that terraform/monitoring.tf alerts on). Returns the empty output."""
+
+    def expand(self, audit: beam.PCollection) -> beam.PCollection:
+        return audit | beam.ParDo(_CountStatus())
 
 
 def count_actions(actions: dict[str, int]) -> None:
@@ -120,7 +137,10 @@ def audit_ok(ref: InputRef, outputs: Iterable[str], actions: dict[str, int], **d
 
 
 def load_run_key(settings: RunSettings) -> DeidKey:
-    """The run's key, for DoFn.setup(): read from --deid_key_file (local or gs://) or the inline token."""
+    """The run's key, for DoFn.setup(): read from --deid_key_secret (Secret Manager), --deid_key_file
+    (local or gs://) or the inline token. The key lives only in the DoFn instance after setup()."""
+    if settings.key_secret:
+        return DeidKey.from_bytes(access_secret_version(settings.key_secret, settings.secret_endpoint))
     if settings.key_file:
         with FileSystems.open(settings.key_file) as handle:
             return DeidKey.from_bytes(handle.read())

@@ -10,6 +10,11 @@ by output path, and published once per path. When several inputs land on one pat
 SOPInstanceUID), the one with the smallest input_sha256 is published; an input whose output bytes
 are identical to it is audited `ok` with `duplicate_of`, one whose bytes differ is dead-lettered
 `uid_conflict`. The rule depends only on the inputs, so every run decides the same way.
+
+An instance the recipe holds for review (`InstanceResult.review`: a text candidate below
+--review_threshold, or the keyed sample of --review_sample_rate) is never staged nor published: it
+is written under OUTPUT/review/<input_sha256>/ (transforms/review.py) and audited `needs_review`;
+`python -m pipeline.review` publishes, redacts further or rejects it.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ from apache_beam.pvalue import TaggedOutput
 
 from deid.classify import InputRef
 from deid.cloud.dicomweb import InstanceKey, make_client, retrieve_bytes, store_bytes
+from deid.cloud.healthcare import SessionFactory
 from deid.cloud.retry import Backoff
 from deid.dicom.instance import InstanceSource, deidentify_instance
 from deid.errors import DeidError, LeakDetectedError, UidConflictError, safe_message_for
 from deid.keys import DeidKey
 from deid.qa.report import QaEntry
 from deid.records import DeadLetterRecord
+from deid.review.held import profile_record
 from deid.settings import RunSettings
 from transforms.common import (
     LINKAGE,
@@ -51,17 +58,22 @@ from transforms.files import (
     stage_bytes,
     write_atomically,
 )
+from transforms.progress import tap_outcomes
 from transforms.qa import QA_TAG
+from transforms.review import held_audit, held_input, hold_bytes
 
 # Audit `outputs` entries of instances stored on a DICOMweb destination: 'dicomweb:<relpath>'.
 DICOMWEB_OUTPUT_PREFIX = "dicomweb:"
 FAILED = "failed"
 # Dead-letter records the deidentify DoFn makes itself (instances read from a DICOMweb source).
 REFUSED = "refused"
+# Audit records of instances held for review (never staged, never published).
+HELD = "held"
 
 
 class _DeidentifyInstanceFn(beam.DoFn):
-    """(InputRef, InstanceKey | None) -> (relpath, _Staged); (table, old, new) to 'linkage'; QaEntry to 'qa'.
+    """(InputRef, InstanceKey | None) -> (relpath, _Staged); (table, old, new) to 'linkage'; QaEntry to 'qa';
+    the `needs_review` AuditRecord of an instance held for review to 'held'.
 
     With an InstanceKey the instance is fetched by WADO-RS from the source server, else read from
     ref.path (bounded by --max_file_bytes). The result is staged under OUTPUT/.tmp/ for _PublishFn,
@@ -74,18 +86,21 @@ class _DeidentifyInstanceFn(beam.DoFn):
         source_url: str | None = None,
         destination_url: str | None = None,
         retry: Backoff | None = None,
+        session: SessionFactory | None = None,
     ) -> None:
         self._settings = settings
         self._source_url = source_url
         self._destination_url = destination_url
         self._retry = retry
+        self._session = session
         self._key: DeidKey | None = None
         self._source: Any = None
 
     def setup(self) -> None:
         self._key = load_run_key(self._settings)
         if self._source_url:
-            self._source = make_client(self._source_url, retry=self._retry)
+            session = self._session() if self._session else None
+            self._source = make_client(self._source_url, session=session, retry=self._retry)
 
     def process(self, element: tuple[InputRef, InstanceKey | None]) -> Iterable[object]:
         ref, instance = element
@@ -115,7 +130,29 @@ class _DeidentifyInstanceFn(beam.DoFn):
             Metrics.counter(METRICS_NAMESPACE, "outputs_quarantined").inc()
             raise LeakDetectedError(result.leak_summary())
         started = time.perf_counter()
-        staging = stage_bytes(settings.output, result.payload, settings.run_id)
+        held = None
+        if result.review is not None:
+            review = result.review
+            held = held_input(
+                ref,
+                review.reason,
+                review.threshold,
+                settings.run_id,
+                [result.relpath],
+                profile_record(settings.profile),
+                candidates=review.candidates,
+                previews=tuple(p for p, _ in review.previews),
+                actions=result.actions,
+                details=result.details,
+                destination="dicomweb" if self._destination_url else "",
+                image_size=review.image_size,
+                frames=review.frames,
+            )
+            hold_bytes(settings.output, held, {result.relpath: result.payload}, review.previews)
+            Metrics.counter(METRICS_NAMESPACE, f"held_for_review_{review.reason}").inc()
+            staging = ""
+        else:
+            staging = stage_bytes(settings.output, result.payload, settings.run_id)
         count_actions(result.actions)
         if settings.linkage:
             yield from linkage_rows(result.uid_map, result.patient_id_map)
@@ -132,6 +169,9 @@ class _DeidentifyInstanceFn(beam.DoFn):
                     stage_seconds=stages,
                 ),
             )
+        if held is not None:
+            yield TaggedOutput(HELD, held_audit(held, ref.kind))
+            return
         details = dict(result.details)
         if self._source_url or self._destination_url:
             details["source"] = "dicomweb" if remote else "input"
@@ -153,15 +193,19 @@ class _Staged:
 class _PublishFn(beam.DoFn):
     """(relpath, [_Staged, ...]) -> AuditRecord per input; DeadLetterRecord to 'failed' for refused ones."""
 
-    def __init__(self, output: str, destination_url: str | None, retry: Backoff | None) -> None:
+    def __init__(
+        self, output: str, destination_url: str | None, retry: Backoff | None, session: SessionFactory | None = None
+    ) -> None:
         self._output = output
         self._destination_url = destination_url
         self._retry = retry
+        self._session = session
         self._destination: Any = None
 
     def setup(self) -> None:
         if self._destination_url:
-            self._destination = make_client(self._destination_url, retry=self._retry)
+            session = self._session() if self._session else None
+            self._destination = make_client(self._destination_url, session=session, retry=self._retry)
 
     def process(self, group: tuple[str, Iterable[_Staged]]) -> Iterable[object]:
         relpath, staged = group
@@ -211,18 +255,23 @@ def deidentify_instances(
     source_url: str | None = None,
     destination_url: str | None = None,
     retry: Backoff | None = None,
+    source_session: SessionFactory | None = None,
+    destination_session: SessionFactory | None = None,
 ) -> DeidOutputs:
-    """PCollection[(InputRef, InstanceKey | None)] -> DeidOutputs; shared by DeidentifyDicom and
-    transforms.dicomweb.DicomwebDeidentify so that both run the same DoFns."""
+    """PCollection[(InputRef, InstanceKey | None)] -> DeidOutputs; shared by DeidentifyDicom,
+    transforms.dicomweb.DicomwebDeidentify and the event mode (transforms/events.py) so that all run
+    the same DoFns. `source_session` / `destination_session` make the requests.Session of each server
+    (Google credentials for a Cloud Healthcare DICOMweb endpoint); None: a plain session."""
     results = elements | "Deidentify" >> beam.ParDo(
-        _DeidentifyInstanceFn(settings, source_url, destination_url, retry)
-    ).with_outputs(LINKAGE, QA_TAG, REFUSED, main="staged").with_exception_handling(
+        _DeidentifyInstanceFn(settings, source_url, destination_url, retry, source_session)
+    ).with_outputs(LINKAGE, QA_TAG, REFUSED, HELD, main="staged").with_exception_handling(
         main_tag="staged", dead_letter_tag=FAILED
     )
     published = (
         results["staged"]
         | "ByOutputPath" >> beam.GroupByKey()
-        | "Publish" >> beam.ParDo(_PublishFn(settings.output, destination_url, retry)).with_outputs(
+        | "Publish"
+        >> beam.ParDo(_PublishFn(settings.output, destination_url, retry, destination_session)).with_outputs(
             FAILED, main="audit"
         )
     )
@@ -231,7 +280,10 @@ def deidentify_instances(
         results[REFUSED],
         published[FAILED],
     ) | "AllDeadLetters" >> beam.Flatten()
-    return DeidOutputs(audit=published["audit"], dead_letters=dead, linkage=results[LINKAGE], qa=results[QA_TAG])
+    audit = (published["audit"], results[HELD]) | "AuditAndHeld" >> beam.Flatten()
+    failed = (results[FAILED], results[REFUSED])
+    tap_outcomes(settings.progress_dir, results["staged"], results[HELD], failed, published[FAILED])
+    return DeidOutputs(audit=audit, dead_letters=dead, linkage=results[LINKAGE], qa=results[QA_TAG])
 
 
 class DeidentifyDicom(beam.PTransform):

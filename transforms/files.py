@@ -3,6 +3,8 @@
 Reading inputs (`read_all`, `iter_chunks`, `sha256_and_head`, `open_input`); publishing outputs
 under OUTPUT atomically (`write_atomically` for bytes, `publish_file` and `publish` for local files
 such as a pyramid larger than memory), all by one protocol, `_stage` then `_rename_into_place`;
+record files, which are only ever added (`write_record`: on an object store uploaded straight to
+their name and never replacing an object, so writing one needs no right to read or delete);
 scratch storage for WSI pyramid batches (`LocalScratch`, `FileSystemsScratch`, `make_scratch`); local
 copies of slides for OpenSlide (`localized`) and the per-worker cache of open slides (`SlideReaders`).
 
@@ -39,6 +41,9 @@ from deid.wsi.scratch import Scratch
 
 READ_CHUNK = 8 * 1024 * 1024
 TMP_DIR = ".tmp"
+# Every staging file's name ends so, and no published output's or record's does: on the Terraform
+# deployment the worker may read and delete only objects with this suffix (terraform/security.tf).
+STAGING_SUFFIX = ".part"
 # Never let Beam guess compression from a name: inputs are classified by content, not extension.
 RAW = CompressionTypes.UNCOMPRESSED
 
@@ -149,7 +154,7 @@ def output_path(output_root: str, relpath: str) -> str:
 
 def _staging_path(output_root: str, run_id: str = "") -> str:
     """A unique name under OUTPUT/.tmp/ (OUTPUT/.tmp/<run_id>/ if given): every output is staged there first."""
-    name = f"{uuid.uuid4().hex}.part"
+    name = f"{uuid.uuid4().hex}{STAGING_SUFFIX}"
     return FileSystems.join(output_root, TMP_DIR, *([run_id] if run_id else []), name)
 
 
@@ -223,10 +228,49 @@ def publish_staged(staging: str, output_root: str, relpath: str) -> str:
     """Rename a file from `stage_bytes` into OUTPUT/relpath. Idempotent: a retry after the rename
     succeeded finds the staged file gone and the output in place."""
     final = output_path(output_root, relpath)
-    if not FileSystems.exists(staging) and FileSystems.exists(final):
+    if not FileSystems.exists(staging) and _listed(final):
         return relpath
     _rename_into_place(staging, final)
     return relpath
+
+
+def _listed(path: str) -> bool:
+    """Whether `path` exists, found by listing: on Cloud Storage that needs storage.objects.list
+    only, not the right to read the object (the Terraform deployment grants workers no read of
+    published outputs or records)."""
+    return any(m.path == path for m in FileSystems.match([path])[0].metadata_list)
+
+
+def write_record(root: str, relpath: str, data: bytes) -> str:
+    """Write a record file (audit, dead letters, linkage table, manifest) at ROOT/relpath.
+
+    On a local disk this is `write_atomically`. On an object store (gs://) the bytes are uploaded
+    straight to their name: an upload becomes visible only once complete, so readers still see
+    nothing or the whole file, and no staging object is made, so writing a record needs only
+    storage.objects.create and works in a bucket under a retention policy. An existing object is
+    never replaced: per-run names (audit-<run id>.jsonl, ...) exist already only when an earlier
+    attempt of this run's own bundle wrote them, with the same bytes, and the launcher refuses a
+    --linkage_output that already holds tables (`records_present`). Returns `relpath`.
+    """
+    if "://" not in root:
+        return write_atomically(root, relpath, data)
+    final = output_path(root, relpath)
+    if _listed(final):
+        return relpath
+    with (
+        no_space_is_fatal(),
+        FileSystems.create(final, mime_type="application/octet-stream", compression_type=RAW) as handle,
+    ):
+        handle.write(data)
+    return relpath
+
+
+def records_present(root: str, relpaths: Iterable[str]) -> list[str]:
+    """Those of `relpaths` that already exist under an object-store ROOT (which `write_record` would
+    not replace); [] for a local ROOT, where a re-run replaces its records."""
+    if "://" not in root:
+        return []
+    return [relpath for relpath in relpaths if _listed(output_path(root, relpath))]
 
 
 def read_staged(staging: str) -> bytes:
@@ -257,6 +301,16 @@ def publish_file(local_path: str, output_root: str, relpath: str) -> str:
         except BaseException:
             _discard(staging)
             raise
+    _rename_into_place(staging, output_path(output_root, relpath))
+    return relpath
+
+
+def publish_object(source: str, output_root: str, relpath: str) -> str:
+    """Publish an existing object (local or gs://; a held output under OUTPUT/review/) to
+    OUTPUT/relpath by the same protocol: streamed into OUTPUT/.tmp/, renamed into place. The source
+    is left as it is. Returns `relpath`."""
+    with _stage(output_root) as (staging, handle), FileSystems.open(source, compression_type=RAW) as src:
+        shutil.copyfileobj(src, handle, READ_CHUNK)
     _rename_into_place(staging, output_path(output_root, relpath))
     return relpath
 

@@ -401,3 +401,37 @@ class ListInputs(beam.PTransform):
             | "Classify" >> beam.ParDo(_ClassifyFn(settings, self._root)).with_outputs(NOT_READ, main="refs")
         )
         return classified["refs"], (unlisted, classified[NOT_READ]) | "NotRead" >> beam.Flatten()
+
+
+def own_file(path: str, output_location: str) -> bool:
+    """Objects under OUTPUT and under our .tmp/ are never inputs (the listing's rule, for the event mode)."""
+    return _own_file(path, output_location.rstrip("/") + "/")
+
+
+def in_listing(path: str, pattern: str, output_location: str) -> bool:
+    """Whether the listing of `pattern` would take `path`: it matches, and is neither under OUTPUT
+    nor our .tmp/ (the event mode's scope for notified and watched objects)."""
+    output = output_location.rstrip("/") + "/"
+    return bool(re.match(FileSystem.translate_pattern(pattern), path)) and not _own_file(path, output)
+
+
+class ClassifyPaths(beam.PTransform):
+    """PCollection[str] of paths under `pattern` -> (PCollection[InputRef], PCollection[DeadLetterRecord]):
+    what ListInputs does with the paths it lists (MIRAX units, then reading and classifying each
+    input once), for paths found otherwise (the event mode's notifications and polls)."""
+
+    def __init__(self, pattern: str, output_location: str, settings: RunSettings) -> None:
+        super().__init__()
+        self._pattern = pattern
+        self._output = output_location.rstrip("/") + "/"
+        self._settings = settings
+
+    def expand(self, paths: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+        classified = (
+            paths
+            | "MiraxUnits" >> beam.ParDo(_MiraxUnitsFn(self._pattern, self._output))
+            | "Reshuffle" >> beam.Reshuffle()
+            | "Classify"
+            >> beam.ParDo(_ClassifyFn(self._settings, listing_root(self._pattern))).with_outputs(NOT_READ, main="refs")
+        )
+        return classified["refs"], classified[NOT_READ]

@@ -11,7 +11,7 @@ import apache_beam as beam
 
 from deid.records import AuditRecord, DeadLetterRecord
 from transforms.common import fail_if_out_of_space
-from transforms.files import write_atomically
+from transforms.files import records_present, write_record
 
 # Each run writes its own record files, named by its run id, and never touches another run's.
 AUDIT_RELPATH = "audit/audit-{run_id}.jsonl"
@@ -38,8 +38,12 @@ def record_files(output: str, linkage_prefix: str | None, run_id: str) -> dict[s
     }
     if linkage_prefix:
         for table in LINKAGE_TABLES:
-            files[table] = RecordFile(linkage_prefix, f"{table}_mapping.csv", header=LINKAGE_HEADER, distinct=True)
+            files[table] = RecordFile(linkage_prefix, linkage_relpath(table), header=LINKAGE_HEADER, distinct=True)
     return files
+
+
+def linkage_relpath(table: str) -> str:
+    return f"{table}_mapping.csv"
 
 
 def _csv_row(old: str, new: str) -> str:
@@ -71,7 +75,13 @@ def file_body(spec: RecordFile, lines: Iterable[tuple[str, str] | None]) -> byte
 def _write_file(item: tuple[str, Iterable[tuple[str, str] | None]], files: dict[str, RecordFile]) -> str:
     name, lines = item
     spec = files[name]
-    return write_atomically(spec.root, spec.relpath, file_body(spec, lines))
+    return write_record(spec.root, spec.relpath, file_body(spec, lines))
+
+
+def linkage_tables_present(linkage_prefix: str) -> list[str]:
+    """The linkage tables an object-store --linkage_output already holds: they are never replaced
+    there, so the launcher refuses such a prefix before the run."""
+    return records_present(linkage_prefix, [linkage_relpath(table) for table in LINKAGE_TABLES])
 
 
 class WriteRecords(beam.PTransform):

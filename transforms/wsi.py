@@ -86,7 +86,9 @@ from transforms.files import (
     publish,
     scratch_root,
 )
+from transforms.progress import level0_tiles, slide_tiles, tap
 from transforms.qa import QA_TAG
+from transforms.review import held_audit, hold_slide
 
 # Pyramid levels built per stage above the bands (see the module docstring): a band builds at least
 # one level, so the other 14 of at most 16 take 5 stages; a group is the 8x8 top tiles below one tile
@@ -135,6 +137,8 @@ class DeidentifyWsi(beam.PTransform):
         # Bands of level-0 tiles with the levels inside them, in memory; scratch only at band edges.
         bands = jobs | "TileBands" >> beam.FlatMap(band_tasks) | "SpreadBands" >> beam.Reshuffle()
         level0 = bands | "RedactTiles" >> beam.ParDo(_RedactTiles(scratch)).with_outputs(TOPS_TAG, main="blocks")
+        tap(jobs, "ProgressSlideTiles", settings.progress_dir, slide_tiles)
+        tap(level0["blocks"], "ProgressTilesDone", settings.progress_dir, level0_tiles)
         blocks = [level0["blocks"]]
         tops = level0[TOPS_TAG]
         for stage in range(1, UPPER_STAGES + 1):
@@ -421,11 +425,21 @@ class _WriteSlide(beam.DoFn):
             written = time.perf_counter()
             self._check_leaks(job, local_out, outputs)
             checked = time.perf_counter()
-            publish(local_out, outputs, settings.output)
+            # Held for review (transforms/review.py) instead of published when the rule says so.
+            uncertain = [c for block in blocks for c in block.uncertain]
+            size = (job.metadata.width, job.metadata.height)
+            held = hold_slide(settings, self._key, job.ref, uncertain, local_out, outputs, actions, slide.top, size)
+            if held is None:
+                publish(local_out, outputs, settings.output)
             if settings.qa_report:
                 seconds = {"wsi write": written - start, "wsi leak check": checked - written}
                 entry = self._qa_entry(job, slide, reader, seconds)
         count_actions(actions)
+        if held is not None:
+            yield held_audit(held, job.ref.kind)
+            if entry is not None:
+                yield TaggedOutput(QA_TAG, entry)
+            return
         # An input that states no microns per pixel gets outputs that state no physical size either.
         unknown_size = {"pixel_spacing": "unknown"} if job.metadata.mpp_x is None else {}
         yield audit_ok(

@@ -13,32 +13,45 @@ Steps, in order:
      search over every frame set BurnedInAnnotation NO; clean every compressed frame's marker
      segments and every ICC profile's text (deid.dicom.embedded);
   4. encode, name the output, and search the encoded dataset (as its bytes read back), the
-     encoded bytes and the name for the harvested values.
+     encoded bytes and the name for the harvested values;
+  5. decide whether the instance is held for human review (deid.review.decision: a text candidate
+     below --review_threshold that nothing redacted covers, or the keyed sample of
+     --review_sample_rate), and if so render what the reviewer sees (`review`).
 
 The caller decides where the payload goes: a result with `leak_hits` must never be published or
-stored, only written under OUTPUT/quarantine/ (`quarantine_relpath`).
+stored, only written under OUTPUT/quarantine/ (`quarantine_relpath`); a result with `review` waits
+under OUTPUT/review/<input_sha256>/ instead of being published. `rescan_instance` repeats step 4's
+search for a held payload when a reviewer approves it.
 """
 
 from __future__ import annotations
 
+import io
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+import pydicom
+
 from deid.dicom.embedded import sanitize_embedded
-from deid.dicom.pixels import redact_dicom_pixels
+from deid.dicom.pixels import FrameCandidate, redact_dicom_frames
 from deid.dicom.policy import profile_policy
 from deid.dicom.profile import deidentify
 from deid.dicom.reader import read_for_profile
 from deid.dicom.writer import mark_pixel_data_cleaned, output_relpath, write_dicom
 from deid.keys import DeidKey
 from deid.qa.report import after_thumbnail, before_thumbnail, first_frame
+from deid.redaction.confidence import band_counts
 from deid.redaction.engine import RedactionConfig
+from deid.review.decision import review_reason
+from deid.review.held import Preview, ReviewCandidate, numbered
+from deid.review.previews import dicom_previews
 from deid.settings import RunSettings
 from deid.verify.echo import kept_texts, mark_descriptive, split_echoes
 from deid.verify.harvest import harvest_dicom, harvest_path, harvest_private_texts
 from deid.verify.retained import retained_uids, without_retained
 from deid.verify.scan import quarantine_relpath, scan_encoded_dicom, summarize
-from deid.verify.values import LeakHit, PhiValue
+from deid.verify.values import LeakHit, PhiLike, PhiValue
 
 # PixelData (7FE0,0010): an image instance whose frames can be searched for burned-in text.
 PIXEL_DATA = 0x7FE00010
@@ -68,6 +81,18 @@ class InstanceQa:
 
 
 @dataclass(frozen=True)
+class InstanceReview:
+    """Why an instance is held (`uncertain` or `sampled`), its numbered candidates and previews."""
+
+    reason: str
+    candidates: tuple[ReviewCandidate, ...] = ()
+    previews: tuple[tuple[Preview, bytes], ...] = field(default=(), repr=False)  # pixels: may show PHI
+    threshold: float = 0.0
+    image_size: tuple[int, int] = (0, 0)
+    frames: int = 1
+
+
+@dataclass(frozen=True)
 class InstanceResult:
     """One de-identified instance.
 
@@ -77,6 +102,7 @@ class InstanceResult:
     uid_map, patient_id_map: (old, new) pairs for --linkage_output.
     leak_hits: identifying values of the input found in payload or relpath; non-empty means quarantine.
     qa: thumbnails and stage times when asked for (RunSettings.qa_report), else None.
+    review: set when the instance is held for review instead of being published.
     """
 
     payload: bytes = field(repr=False)
@@ -87,6 +113,7 @@ class InstanceResult:
     patient_id_map: tuple[tuple[str, str], ...] = field(repr=False)
     leak_hits: tuple[LeakHit, ...] = ()
     qa: InstanceQa | None = None
+    review: InstanceReview | None = None
 
     @property
     def leaked(self) -> bool:
@@ -118,6 +145,8 @@ def deidentify_instance(data: bytes, settings: RunSettings, key: DeidKey, source
     details: dict[str, object] = {}
     out = result.dataset
     decoded = False
+    found: tuple[FrameCandidate, ...] = ()
+    threshold = 0.0
     # Most real CT/CR/DX/MG exports with annotations carry no BurnedInAnnotation flag: with text
     # redaction on, every image is searched unless the user limited it to flagged instances.
     search_all = settings.redaction.searches_every_image() and PIXEL_DATA in out
@@ -126,7 +155,8 @@ def deidentify_instance(data: bytes, settings: RunSettings, key: DeidKey, source
         if config.text_mode == "ocr":
             # The header's own identifying values are what OCR words are matched against first.
             config = replace(config, ocr_terms=tuple(sorted({v.text for v in values} | set(result.phi_values))))
-        out, pixel_counts = redact_dicom_pixels(out, config)
+        out, pixel_counts, found = redact_dicom_frames(out, config)
+        threshold = config.review_threshold
         decoded = config.active
         if settings.redaction.text != "off":
             # Only a text search over every frame justifies BurnedInAnnotation NO; user boxes alone do not.
@@ -134,6 +164,10 @@ def deidentify_instance(data: bytes, settings: RunSettings, key: DeidKey, source
         actions.update({f"pixels_{k}": v for k, v in pixel_counts.items()})
         if settings.redaction.text != "off":
             actions["pixels_frames_searched"] = pixel_counts.get("frames_total", 0)
+            # Scores in the audit: counts per band, and how many were left for a person (no text).
+            text = [f.candidate for f in found if f.candidate.kind in ("detect", "ocr")]
+            actions.update(band_counts(c.score for c in text))
+            actions["text_candidates_pending"] = sum(c.pending for c in text)
         details["transfer_syntax"] = str(out.file_meta.TransferSyntaxUID)
     if "PixelData" in out:
         # The reader checked the pixel data against its header; frames were decoded only for redaction.
@@ -144,19 +178,15 @@ def deidentify_instance(data: bytes, settings: RunSettings, key: DeidKey, source
     relpath = output_relpath(out)
     clock.lap("deidentify")
     harvested = values | result.phi_values
-    # The dataset just encoded is searched as its bytes read back, plus a raw pass over the bytes:
-    # the hits of parsing `payload` again, without that parse (scan_encoded_dicom).
-    hits, echoes = split_echoes(scan_encoded_dicom(out, payload, relpath, mark_descriptive(harvested)))
-    if hits:
-        # Rare, so only then: a value equal to one the profile kept in this instance is no leak.
-        kept = kept_texts(dataset, out, profile_policy(settings.profile).keep)
-        # Nor is a value inside a UID the run keeps (a date in a UID kept by --retain_uids).
-        expected = without_retained(harvested, retained_uids(dataset, settings.profile))
-        hits, echoes = split_echoes(scan_encoded_dicom(out, payload, relpath, mark_descriptive(expected, kept)))
+    hits, echoes = _leak_scan(dataset, out, payload, relpath, harvested, settings)
     if echoes:
         # Clinical wording the profile removed from a description but kept in a code (deid/verify/echo.py).
         actions["descriptor_echo"] = len(echoes)
     clock.lap("verify")
+    review = None
+    reason = review_reason((f.candidate for f in found), threshold, settings.review_sample_rate, key, source.sha256)
+    if reason is not None and not hits:
+        review = _review(out, reason, found, threshold)
     qa = None
     if settings.qa_report:
         frame = first_frame(out)
@@ -175,7 +205,54 @@ def deidentify_instance(data: bytes, settings: RunSettings, key: DeidKey, source
         patient_id_map=result.patient_id_map,
         leak_hits=tuple(hits),
         qa=qa,
+        review=review,
     )
+
+
+def _leak_scan(
+    dataset: object, out: object, payload: bytes, relpath: str, harvested: Iterable[PhiLike], settings: RunSettings
+) -> tuple[list[LeakHit], list[LeakHit]]:
+    """(hits, descriptor echoes) of the harvested values in the encoded output."""
+    # The dataset just encoded is searched as its bytes read back, plus a raw pass over the bytes:
+    # the hits of parsing `payload` again, without that parse (scan_encoded_dicom).
+    hits, echoes = split_echoes(scan_encoded_dicom(out, payload, relpath, mark_descriptive(harvested)))
+    if hits:
+        # Rare, so only then: a value equal to one the profile kept in this instance is no leak.
+        kept = kept_texts(dataset, out, profile_policy(settings.profile).keep)
+        # Nor is a value inside a UID the run keeps (a date in a UID kept by --retain_uids).
+        expected = without_retained(harvested, retained_uids(dataset, settings.profile))
+        hits, echoes = split_echoes(scan_encoded_dicom(out, payload, relpath, mark_descriptive(expected, kept)))
+    return hits, echoes
+
+
+def rescan_instance(data: bytes, payload: bytes, settings: RunSettings, source: InstanceSource) -> tuple[LeakHit, ...]:
+    """Step 4 again for a held `payload` of the input `data`: the input's identifying values (the same
+    harvest, and the values the profile records while removing) searched in the payload and its name.
+
+    The profile records input values only, whatever the key, so a throwaway key serves here.
+    """
+    dataset, stripped = read_for_profile(data, settings.limits, settings.profile)
+    values: frozenset[PhiValue] = harvest_dicom(dataset, settings.profile) | harvest_private_texts(stripped.texts)
+    if source.path is not None:
+        values |= harvest_path(source.path, settings.input_root)
+    recorded = deidentify(dataset, settings.profile, DeidKey.generate(), stripped).phi_values
+    dataset, _ = read_for_profile(data, settings.limits, settings.profile)
+    out = pydicom.dcmread(io.BytesIO(payload))
+    hits, _ = _leak_scan(dataset, out, payload, output_relpath(out), [*values, *recorded], settings)
+    return tuple(hits)
+
+
+def _review(out: object, reason: str, found: tuple[FrameCandidate, ...], threshold: float) -> InstanceReview:
+    """What the reviewer of a held instance sees: numbered candidates and previews of its frames."""
+    candidates = numbered([(f.candidate, f.frame, None) for f in found])
+    try:
+        previews = tuple(dicom_previews(out, candidates))
+    except Exception:  # noqa: BLE001 - a preview is optional; decoder errors can quote values: none kept
+        previews = ()
+    rows = int(getattr(out, "Rows", 0) or 0)
+    columns = int(getattr(out, "Columns", 0) or 0)
+    frames = int(getattr(out, "NumberOfFrames", 1) or 1)
+    return InstanceReview(reason, candidates, previews, threshold, (columns, rows), frames)
 
 
 def _thumbnail_before(dataset: object) -> bytes | None:

@@ -46,8 +46,9 @@ from pydicom.uid import (
 )
 
 from deid.errors import InputTooLargeError, PixelDecodeError
+from deid.redaction.confidence import Candidate
 from deid.redaction.detect import DEFAULT_PARAMS, DetectParams
-from deid.redaction.engine import RedactionConfig, redact_image
+from deid.redaction.engine import RedactionConfig, RedactionOutcome, redact_image
 from deid.redaction.fill import apply_fill
 from deid.redaction.geometry import boxes_mask
 
@@ -69,6 +70,14 @@ class _Layout:
     photometric: str
 
 
+@dataclass(frozen=True)
+class FrameCandidate:
+    """A text candidate (or region) of one frame, in the frame's pixels; no text value."""
+
+    frame: int
+    candidate: Candidate
+
+
 def redact_dicom_pixels(
     ds: Dataset,
     config: RedactionConfig,
@@ -81,20 +90,36 @@ def redact_dicom_pixels(
     Counts: frames_total, frames_redacted, boxes_redacted, transfer_syntax_changed (0/1).
     BurnedInAnnotation becomes NO only when text redaction ran over the frames.
     """
+    ds, counts, _ = redact_dicom_frames(ds, config, max_decoded_bytes=max_decoded_bytes, params=params)
+    return ds, counts
+
+
+def redact_dicom_frames(
+    ds: Dataset,
+    config: RedactionConfig,
+    *,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    params: DetectParams = DEFAULT_PARAMS,
+    frames: frozenset[int] | None = None,
+) -> tuple[Dataset, dict[str, int], tuple[FrameCandidate, ...]]:
+    """`redact_dicom_pixels`, also returning every frame's candidates with their scores and status
+    (what a reviewer sees). `frames`: redact only these frame indices (a reviewer's box on one
+    frame); the others are left as they are."""
     counts = {"frames_total": 0, "frames_redacted": 0, "boxes_redacted": 0, "transfer_syntax_changed": 0}
+    found: list[FrameCandidate] = []
     if "PixelData" not in ds:
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
             raise PixelDecodeError("pixel redaction does not support float pixel data")
-        return ds, counts
+        return ds, counts, ()
     layout = _layout(ds, max_decoded_bytes)
     counts["frames_total"] = layout.frames
     if not config.active:
-        return ds, counts
+        return ds, counts, ()
     config.check_tools()
     syntax = _transfer_syntax(ds)
 
     decoder = _decoder(syntax)
-    frames: list[np.ndarray] = []
+    decoded: list[np.ndarray] = []
     redacted: list[bool] = []
     photometric_out = layout.photometric
     iterator = decoder.iter_array(ds, as_rgb=True)
@@ -108,23 +133,29 @@ def redact_dicom_pixels(
                 f"pixel data could not be decoded ({type(exc).__name__}); the instance cannot be redacted"
             ) from None
         photometric_out = str(overrides.get("photometric_interpretation", layout.photometric))
-        if photometric_out == "PALETTE COLOR":
-            frame, boxes = _redact_palette_frame(ds, array, config, params)
+        index = len(decoded)
+        if frames is not None and index not in frames:
+            frame, outcome = array, None
+        elif photometric_out == "PALETTE COLOR":
+            frame, outcome = _redact_palette_frame(ds, array, config, params)
         else:
-            frame, boxes = _redact_frame(array, layout, photometric_out, config, params)
-        frames.append(frame)
+            frame, outcome = _redact_frame(array, layout, photometric_out, config, params)
+        boxes = len(outcome.boxes) if outcome is not None and outcome.changed else 0
+        if outcome is not None:
+            found += [FrameCandidate(index, c) for c in outcome.candidates]
+        decoded.append(frame)
         redacted.append(bool(boxes))
         counts["boxes_redacted"] += boxes
-    if len(frames) != layout.frames:
-        raise PixelDecodeError(f"decoded {len(frames)} frames where NumberOfFrames declares {layout.frames}")
+    if len(decoded) != layout.frames:
+        raise PixelDecodeError(f"decoded {len(decoded)} frames where NumberOfFrames declares {layout.frames}")
     counts["frames_redacted"] = sum(redacted)
 
     if any(redacted):
-        changed_syntax = _write(ds, syntax, layout, photometric_out, frames, redacted)
+        changed_syntax = _write(ds, syntax, layout, photometric_out, decoded, redacted)
         counts["transfer_syntax_changed"] = int(changed_syntax)
     if config.text_mode != "off":
         ds.BurnedInAnnotation = "NO"
-    return ds, counts
+    return ds, counts, tuple(found)
 
 
 def _layout(ds: Dataset, max_decoded_bytes: int) -> _Layout:
@@ -194,7 +225,7 @@ def _black_value(layout: _Layout, photometric: str, dtype: np.dtype) -> int | fl
 
 def _redact_palette_frame(
     ds: Dataset, indices: np.ndarray, config: RedactionConfig, params: DetectParams
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, RedactionOutcome]:
     """PALETTE COLOR: text is searched on the colours the palette shows, and redacted pixels get the
     palette index of its darkest entry, so the frame stays indexed with its own palette (every
     fill is black: blurring or inpainting indices would make colours the palette never meant)."""
@@ -208,12 +239,12 @@ def _redact_palette_frame(
     view = shown if shown.dtype == np.uint8 else _view8(shown)
     outcome = redact_image(np.ascontiguousarray(view), replace(config, fill="black"), params=params)
     if not outcome.changed:
-        return indices, 0
+        return indices, outcome
     darkest = int(np.argmin(np.asarray(entries, np.float64).reshape(len(entries), -1).sum(axis=1)))
     mask = boxes_mask(outcome.boxes, indices.shape[0], indices.shape[1])
     out = indices.copy()
     out[mask] = darkest
-    return out, len(outcome.boxes)
+    return out, outcome
 
 
 def _view8(frame: np.ndarray) -> np.ndarray:
@@ -227,18 +258,18 @@ def _view8(frame: np.ndarray) -> np.ndarray:
 
 def _redact_frame(
     frame: np.ndarray, layout: _Layout, photometric: str, config: RedactionConfig, params: DetectParams
-) -> tuple[np.ndarray, int]:
-    """One frame redacted; the number of redacted boxes (0 means the frame is untouched)."""
+) -> tuple[np.ndarray, RedactionOutcome]:
+    """One frame redacted, and the engine's outcome (unchanged: the frame is untouched)."""
     black = _black_value(layout, photometric, frame.dtype)
     if frame.dtype == np.uint8:
         outcome = redact_image(frame, config, black_value=black, params=params)
-        return (outcome.pixels if outcome.changed else frame), len(outcome.boxes)
+        return (outcome.pixels if outcome.changed else frame), outcome
     # Deep frames: find boxes on an 8-bit view, fill in the frame's own depth.
     outcome = redact_image(_view8(frame), replace(config, fill="black"), params=params)
     if not outcome.changed:
-        return frame, 0
+        return frame, outcome
     mask = boxes_mask(outcome.boxes, frame.shape[0], frame.shape[1])
-    return apply_fill(frame, mask, config.fill, black_value=black), len(outcome.boxes)
+    return apply_fill(frame, mask, config.fill, black_value=black), outcome
 
 
 def _write(

@@ -1,10 +1,11 @@
 """The QA report: one self-contained HTML page a reviewer can look at instead of reading logs.
 
-`build_report(entries, summary)` returns the page: a run summary (numbers from the audit records),
-an inline SVG bar chart of per-stage time, and per input a before/after thumbnail pair (PNG
-embedded as data: URIs), the redaction boxes drawn on the after thumbnail, label/macro
-disposition, action counts and passthrough vs re-encoded tiles. No script, font, stylesheet or
-image is loaded from anywhere else.
+`build_report(entries, summary, records, dead_letters)` returns the page: a run summary (numbers
+from the audit records), an inline SVG bar chart of per-stage time, and per input a before/after
+thumbnail pair (PNG embedded as data: URIs), the redaction boxes drawn on the after thumbnail,
+label/macro disposition, action counts and passthrough vs re-encoded tiles. A dead-lettered input
+shows its error kind and the dead-letter message (which never quotes an input value) instead of
+thumbnails. No script, font, stylesheet or image is loaded from anywhere else.
 
 Inputs are named by the first 12 hex digits of their sha256, never by file name. Before
 thumbnails are made in memory only (`before_thumbnail`): downsampled to at most BEFORE_MAX_SIDE
@@ -52,6 +53,7 @@ class RunSummary:
     inputs: int = 0
     ok: int = 0
     dead_letter: int = 0
+    needs_review: int = 0
     leaks: int = 0
     outputs: int = 0
     by_kind: Mapping[str, int] = field(default_factory=dict)
@@ -67,6 +69,7 @@ class _Row:
     error_kind: str
     actions: Mapping[str, int]
     outputs: int
+    reason: str = ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,13 +169,15 @@ def summary_from_audit(records: Iterable[Any], entries: Iterable[QaEntry] = ()) 
     by_kind: dict[str, int] = {}
     errors: dict[str, int] = {}
     actions: dict[str, int] = {}
-    inputs = ok = dead = outputs = 0
+    inputs = ok = dead = outputs = held = 0
     for record in records:
         inputs += 1
         kind = str(_get(record, "kind", "unknown"))
         by_kind[kind] = by_kind.get(kind, 0) + 1
         if _get(record, "status") == "ok":
             ok += 1
+        elif _get(record, "status") == "needs_review":
+            held += 1  # waiting under review/ (deid/review/): neither published nor dead-lettered
         else:
             dead += 1
             error = str(_get(record, "error_kind") or "unknown")
@@ -188,6 +193,7 @@ def summary_from_audit(records: Iterable[Any], entries: Iterable[QaEntry] = ()) 
         inputs=inputs,
         ok=ok,
         dead_letter=dead,
+        needs_review=held,
         leaks=errors.get("leak", 0),
         outputs=outputs,
         by_kind=dict(sorted(by_kind.items())),
@@ -197,19 +203,31 @@ def summary_from_audit(records: Iterable[Any], entries: Iterable[QaEntry] = ()) 
     )
 
 
-def _rows(records: Iterable[Any], entries: Iterable[QaEntry]) -> list[_Row]:
+def _reasons(dead_letters: Iterable[Any]) -> dict[tuple[str, str], str]:
+    """(input_sha256, error_kind) -> the dead-letter message (the first one of that pair)."""
+    reasons: dict[tuple[str, str], str] = {}
+    for record in dead_letters:
+        key = (str(_get(record, "input_sha256", "")), str(_get(record, "error_kind") or ""))
+        reasons.setdefault(key, str(_get(record, "message", "") or ""))
+    return reasons
+
+
+def _rows(records: Iterable[Any], entries: Iterable[QaEntry], dead_letters: Iterable[Any] = ()) -> list[_Row]:
     by_sha = {e.input_sha256: e for e in entries}
+    reasons = _reasons(dead_letters)
     rows = []
     for record in records:
         sha = str(_get(record, "input_sha256", ""))
         entry = by_sha.pop(sha, None) or QaEntry(sha, str(_get(record, "kind", "unknown")))
+        error_kind = str(_get(record, "error_kind") or "")
         rows.append(
             _Row(
                 entry=entry,
                 status=str(_get(record, "status", "")),
-                error_kind=str(_get(record, "error_kind") or ""),
+                error_kind=error_kind,
                 actions=dict(_get(record, "actions", {}) or {}),
                 outputs=len(_get(record, "outputs", ()) or ()),
+                reason=reasons.get((sha, error_kind), ""),
             )
         )
     rows += [_Row(e, "unknown", "", {}, 0) for e in by_sha.values()]
@@ -236,6 +254,9 @@ figure img.before{image-rendering:auto;filter:blur(1px)}
 figcaption{font-size:11px;color:#57606a}
 .ok{color:#1a7f37;font-weight:600} .dead_letter{color:#cf222e;font-weight:600}
 .counts{margin:0;padding-left:16px}
+td.reason{max-width:420px;white-space:normal}
+.error-kind-tag{display:inline-block;font-family:monospace;background:#ffebe9;color:#cf222e;
+border:1px solid #ffcecb;border-radius:4px;padding:0 4px;margin-bottom:4px}
 """
 
 
@@ -286,9 +307,9 @@ def _summary_block(summary: RunSummary) -> str:
         ("sum-inputs", "inputs", summary.inputs),
         ("sum-ok", "de-identified", summary.ok),
         ("sum-dead-letter", "dead letters", summary.dead_letter),
+        ("sum-needs-review", "held for review", summary.needs_review),
         ("sum-leaks", "quarantined (leak)", summary.leaks),
-        ("sum-outputs", "outputs", summary.outputs),
-        ("sum-actions", "actions", sum(summary.actions.values())),
+        ("sum-outputs", "output files", summary.outputs),
     ]
     head = "".join(f"<dt>{_esc(label)}</dt>" for _, label, _ in cells)
     values = "".join(f'<dd id="{cid}" data-value="{int(v)}">{int(v)}</dd>' for cid, _, v in cells)
@@ -300,17 +321,39 @@ def _summary_block(summary: RunSummary) -> str:
     return (
         f'<dl class="summary">{head}{values}</dl>'
         f'<p class="note">By kind: {kinds}. Dead letters by error kind: {errors}.</p>'
-        f'<h2>Actions, all inputs</h2>{_counts(summary.actions)}'
+        f'<h2>Actions, per action over the de-identified inputs</h2>{_counts(summary.actions)}'
     )
 
 
-def build_report(entries: Sequence[QaEntry], summary: RunSummary, records: Iterable[Any] | None = None) -> str:
-    """The HTML page. `records`: the audit records (rows for inputs without a QaEntry, statuses)."""
-    rows = _rows(records if records is not None else [], entries)
+def _pair(row: _Row) -> str:
+    """The before/after cell: the thumbnails, or for a dead letter its error kind and reason."""
+    entry = row.entry
+    if row.status == "dead_letter":
+        reason = _esc(row.reason) if row.reason else "no dead-letter message was recorded"
+        return (
+            f'<td class="reason"><span class="error-kind-tag">{_esc(row.error_kind or "unknown")}</span><br>'
+            f'<span class="dead-letter-reason">not de-identified: {reason}</span></td>'
+        )
+    boxes = f"{entry.boxes} redaction box(es) drawn in red" if entry.boxes else "no redaction box"
+    return (
+        '<td class="pair"><figure>' + _img(entry.before_png, "before", "input, blurred")
+        + "<figcaption>before (blurred)</figcaption></figure><figure>" + _img(entry.after_png, "after", "output")
+        + f"<figcaption>after: {boxes}</figcaption></figure></td>"
+    )
+
+
+def build_report(
+    entries: Sequence[QaEntry],
+    summary: RunSummary,
+    records: Iterable[Any] | None = None,
+    dead_letters: Iterable[Any] = (),
+) -> str:
+    """The HTML page. `records`: the audit records (rows for inputs without a QaEntry, statuses);
+    `dead_letters`: the DeadLetterRecords (or their JSON dicts), whose messages say why."""
+    rows = _rows(records if records is not None else [], entries, dead_letters)
     body = []
     for row in rows:
         entry = row.entry
-        boxes = f"{entry.boxes} redaction box(es) drawn in red" if entry.boxes else "no redaction box"
         disposition = (
             f"label: {_esc(entry.label or 'n/a')}<br>macro: {_esc(entry.macro or 'n/a')}"
             if entry.kind == "wsi"
@@ -326,10 +369,8 @@ def build_report(entries: Sequence[QaEntry], summary: RunSummary, records: Itera
             f'<tr class="input" data-sha="{_esc(entry.input_sha256[:12])}" data-status="{_esc(row.status)}">'
             f"<td><code>{_esc(entry.input_sha256[:12])}</code><br>{_esc(entry.kind)}</td>"
             f'<td class="{_esc(row.status)}">{status}<br>{row.outputs} output(s)</td>'
-            '<td class="pair"><figure>' + _img(entry.before_png, "before", "input, blurred")
-            + "<figcaption>before (blurred)</figcaption></figure><figure>" + _img(entry.after_png, "after", "output")
-            + f"<figcaption>after: {boxes}</figcaption></figure></td>"
-            f"<td>{disposition}</td><td>{tiles}</td><td>{_counts(row.actions)}</td></tr>"
+            + _pair(row)
+            + f"<td>{disposition}</td><td>{tiles}</td><td>{_counts(row.actions)}</td></tr>"
         )
     rows_html = "".join(body) or '<tr><td colspan="6">No inputs.</td></tr>'
     return (
@@ -346,6 +387,6 @@ def build_report(entries: Sequence[QaEntry], summary: RunSummary, records: Itera
         f"<h2>Run summary</h2>{_summary_block(summary)}"
         f"<h2>Time per stage</h2>{_chart(summary.stage_seconds)}"
         "<h2>Inputs</h2><table id=\"inputs\"><thead><tr><th>input</th><th>status</th>"
-        "<th>before / after</th><th>label / macro</th><th>tiles</th><th>actions</th></tr></thead>"
+        "<th>before / after, or why not</th><th>label / macro</th><th>tiles</th><th>actions</th></tr></thead>"
         f"<tbody>{rows_html}</tbody></table></body></html>\n"
     )

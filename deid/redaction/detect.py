@@ -15,6 +15,15 @@ How it works, per polarity (dark text on light ground, light text on dark ground
    height aligned on a common top or baseline (along a fitted line, so slight skew passes), or one
    tall glyph of very high contrast.
 4. Boxes are padded (anti-aliased fringes, dots, accents) and mapped back to image pixels.
+5. With `near_misses` (asked for when a review threshold is set, deid/review/), lines that fail the
+   line or glyph test by a margin are returned too, marked `strict=False` (deid/redaction/glyphs.py):
+   faint lines (stroke contrast from 75, many aligned glyphs alone on their ground) and lines of
+   ordinary contrast with few glyphs (two, at the contrast of a lone glyph) or looser alignment.
+   Every line comes with the measurements deid/redaction/confidence.py turns into a score. Measured
+   false near misses: none in 245 overlapped 576-px windows over the real slides of ../shared/data
+   (CMU-1-Small-Region, the TCGA SVS, small_HE_levels, both NDPI) nor in 40 synthetic tissue images;
+   before the faint test required isolation and density, dense rows of lymphocytes on the TCGA slide
+   gave 7.
 
 Scale 1 finds text of about 6..60 px height with strokes up to ~6 px; scale 4 (an area-downscaled
 copy, 1/16 of the pixels) finds big text up to ~250 px with strokes up to ~24 px. All thresholds are
@@ -48,6 +57,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
+from deid.redaction.glyphs import glyph_stats, glyphs_look_like_text, near_miss
 from deid.settings import Box
 
 
@@ -82,6 +92,23 @@ class DetectParams:
     complete_lines: bool = True
     word_gap: float = 1.0
     max_completions: int = 8
+    # Near misses (only searched for when asked, `near_misses=True`): lines that fail the line or glyph
+    # test by a margin (fainter, fewer glyphs, looser alignment) but still look like type. They are
+    # the uncertain candidates a person reviews (deid/redaction/confidence.py scores them).
+    # Faint: contrast from `near_contrast` up, with the glyph structure of the weak test (loosened a
+    # little). Partial or irregular: contrast of ordinary type with as few as `near_min_glyphs`
+    # glyphs or looser alignment. Tissue texture rarely reaches either (nuclei: low contrast, few).
+    near_contrast: int = 75
+    near_faint_min_glyphs: int = 5
+    near_faint_height_spread: float = 0.35
+    near_faint_align_spread: float = 0.15
+    near_faint_min_density: float = 0.2
+    near_faint_max_isolation: float = 0.25
+    near_faint_min_height: int = 10
+    near_min_glyphs: int = 2
+    near_max_height_spread: float = 0.6
+    near_max_align_spread: float = 0.45
+    near_max_outside_ratio: float = 0.6
 
 
 DEFAULT_PARAMS = DetectParams()
@@ -107,20 +134,80 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(image), code)
 
 
+# Per-line features kept with each candidate (columns of the feature arrays), for scoring.
+FEATURES = (
+    "contrast", "glyphs", "spread", "align", "density", "isolation", "height", "scale", "strict",
+    "width_cv", "step_cv", "fill",
+)
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """One candidate line: its padded box and the detector's measurements of it.
+
+    contrast: mean stroke response (grey levels); glyphs: glyphs of similar height found in it;
+    spread, align: their height spread and top/baseline misalignment (fractions of glyph height);
+    density: stroke pixels per box pixel; isolation: stroke density just above and below the line
+    relative to its own (0 = alone on its ground); height: box height before padding; scale: 1 or the
+    coarse scale; strict: whether it passes the line and glyph tests (False: a near miss); width_cv,
+    step_cv: variation of glyph widths and of the steps between glyphs; fill: mean fraction of a
+    glyph's box its strokes fill.
+    """
+
+    box: Box
+    contrast: float
+    glyphs: int
+    spread: float
+    align: float
+    density: float
+    isolation: float
+    height: int
+    scale: int
+    strict: bool
+    width_cv: float = 0.0
+    step_cv: float = 0.0
+    fill: float = 0.0
+
+
 def detect_text_boxes(image: np.ndarray, params: DetectParams = DEFAULT_PARAMS) -> list[Box]:
     """Boxes (image pixels, padded) around text-like regions of `image`; see the module docstring."""
+    return [line.box for line in detect_text_lines(image, params)]
+
+
+def detect_text_lines(
+    image: np.ndarray, params: DetectParams = DEFAULT_PARAMS, *, near_misses: bool = False
+) -> list[TextLine]:
+    """`detect_text_boxes` with each line's measurements; with `near_misses`, also the lines that
+    fail the tests by a margin (`strict` False), in the same box geometry."""
     source = np.ascontiguousarray(to_gray(image))
     # Text printed flush with the image edge (CR/CT corner annotations start at pixel 0) has no
     # ground on that side for the morphology and the isolation test: give it some, in the value of
     # the image's outer ring, by a multiple of the sampling grid so that alignment is unchanged.
     margin = params.border_margin - params.border_margin % grid(params)
     gray = _with_margin(source, margin) if margin else source
-    boxes = _detect(gray, params)
+    boxes, features = _detect(gray, params, near_misses)
     if margin:
-        boxes = _shift_and_clip(boxes, margin, source.shape)
+        boxes, features = _shift_and_clip(boxes, features, margin, source.shape)
     if params.complete_lines:
         boxes = _complete_lines(source, boxes, params)
-    return [Box(int(x0), int(y0), int(x1 - x0), int(y1 - y0)) for x0, y0, x1, y1 in boxes]
+    return [
+        TextLine(
+            Box(int(x0), int(y0), int(x1 - x0), int(y1 - y0)),
+            contrast=float(f[0]),
+            glyphs=int(f[1]),
+            spread=float(f[2]),
+            align=float(f[3]),
+            density=float(f[4]),
+            isolation=float(f[5]),
+            height=int(f[6]),
+            scale=int(f[7]),
+            strict=bool(f[8]),
+            width_cv=float(f[9]),
+            step_cv=float(f[10]),
+            fill=float(f[11]),
+        )
+        for (x0, y0, x1, y1), f in zip(boxes, features, strict=True)
+    ]
 
 
 def _with_margin(gray: np.ndarray, margin: int) -> np.ndarray:
@@ -129,13 +216,16 @@ def _with_margin(gray: np.ndarray, margin: int) -> np.ndarray:
     return cv2.copyMakeBorder(gray, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=ground)
 
 
-def _shift_and_clip(boxes: np.ndarray, margin: int, shape: tuple[int, ...]) -> np.ndarray:
+def _shift_and_clip(
+    boxes: np.ndarray, features: np.ndarray, margin: int, shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     height, width = shape[:2]
     out = boxes - margin
     out[:, [0, 1]] = np.maximum(out[:, [0, 1]], 0)
     out[:, 2] = np.minimum(out[:, 2], width)
     out[:, 3] = np.minimum(out[:, 3], height)
-    return out[(out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])]
+    keep = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
+    return out[keep], features[keep]
 
 
 def _complete_lines(gray: np.ndarray, boxes: np.ndarray, params: DetectParams) -> np.ndarray:
@@ -182,10 +272,12 @@ def _complete_lines(gray: np.ndarray, boxes: np.ndarray, params: DetectParams) -
     return out
 
 
-def _detect(gray: np.ndarray, params: DetectParams) -> np.ndarray:
-    """Padded line boxes (x0, y0, x1, y1) of both polarities at every scale, clipped to `gray`."""
+def _detect(gray: np.ndarray, params: DetectParams, near_misses: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Padded line boxes (x0, y0, x1, y1) of both polarities at every scale, clipped to `gray`, and
+    their FEATURES rows. Near misses are searched for at full resolution only."""
     height, width = gray.shape
     found: list[np.ndarray] = []
+    measured: list[np.ndarray] = []
     for scale in params.scales:
         if scale == 1:
             level = gray
@@ -196,21 +288,24 @@ def _detect(gray: np.ndarray, params: DetectParams) -> np.ndarray:
             level = cv2.resize(gray[: h * scale, : w * scale], (w, h), interpolation=cv2.INTER_AREA)
         level_params = params if scale == 1 else _coarse(params)
         for operation in (cv2.MORPH_BLACKHAT, cv2.MORPH_TOPHAT):
-            lines = _detect_level(level, operation, level_params)
+            lines, features = _detect_level(level, operation, level_params, near_misses and scale == 1)
             if not len(lines):
                 continue
             lines = lines * scale
             if scale > 1:
                 lines = _refine(gray, lines, dark=operation == cv2.MORPH_BLACKHAT, margin=scale)
+            features[:, 6] = lines[:, 3] - lines[:, 1]
+            features[:, 7] = scale
             found.append(lines + _padding(lines, params))
+            measured.append(features)
     if not found:
-        return np.zeros((0, 4), np.int64)
+        return np.zeros((0, 4), np.int64), np.zeros((0, len(FEATURES)), np.float64)
     boxes = np.concatenate(found)
     boxes[:, [0, 1]] = np.maximum(boxes[:, [0, 1]], 0)
     boxes[:, 2] = np.minimum(boxes[:, 2], width)
     boxes[:, 3] = np.minimum(boxes[:, 3], height)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return boxes[keep]
+    return boxes[keep], np.concatenate(measured)[keep]
 
 
 def _padding(lines: np.ndarray, params: DetectParams) -> np.ndarray:
@@ -251,9 +346,12 @@ def _coarse(params: DetectParams) -> DetectParams:
     )
 
 
-def _detect_level(gray: np.ndarray, operation: int, params: DetectParams) -> np.ndarray:
-    """Text lines of one polarity at one scale, as an N x 4 int64 array of (x0, y0, x1, y1)."""
-    empty = np.zeros((0, 4), np.int64)
+def _detect_level(
+    gray: np.ndarray, operation: int, params: DetectParams, near_misses: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Text lines of one polarity at one scale, as an N x 4 int64 array of (x0, y0, x1, y1), and their
+    N x len(FEATURES) measurements (height and scale are filled in by the caller)."""
+    empty = np.zeros((0, 4), np.int64), np.zeros((0, len(FEATURES)), np.float64)
     height, width = gray.shape
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (params.stroke_kernel, params.stroke_kernel))
     response = cv2.morphologyEx(gray, operation, kernel)
@@ -306,58 +404,38 @@ def _detect_level(gray: np.ndarray, operation: int, params: DetectParams) -> np.
         & (contrast >= params.weak_line_contrast)
         & (outside <= params.max_outside_ratio * density)
     )
+    if near_misses:
+        near = (
+            (density >= params.min_density)
+            & (density <= params.max_density)
+            & (contrast >= params.near_contrast)
+            & (outside <= params.near_max_outside_ratio * density)
+        )
+    else:
+        near = cheap
     # Full-resolution boxes; a component reaching the last cell also takes an odd last row/column.
     x0, y0 = sx0 * 2, sy0 * 2
     x1 = np.where(sx1 == half_w, width, sx1 * 2)
     y1 = np.where(sy1 == half_h, height, sy1 * 2)
-    survivors = np.flatnonzero(cheap)
-    kept = [i for i in survivors if _glyphs_look_like_text(strokes, x0[i], y0[i], x1[i], y1[i], contrast[i], params)]
+    kept: list[int] = []
+    rows: list[list[float]] = []
+    for i in np.flatnonzero(cheap | near):
+        glyphs = glyph_stats(strokes, x0[i], y0[i], x1[i], y1[i])
+        strict = bool(cheap[i]) and glyphs_look_like_text(glyphs, contrast[i], params)
+        isolation = float(outside[i] / max(density[i], 1e-6))
+        line = (contrast[i], density[i], isolation, int(y1[i] - y0[i]))
+        if not strict and not (near_misses and near_miss(glyphs, line, params)):
+            continue
+        kept.append(int(i))
+        rows.append(
+            [float(contrast[i]), glyphs.count, glyphs.spread, glyphs.align, float(density[i]), isolation, 0, 1,
+             strict, glyphs.width_cv, glyphs.step_cv, glyphs.fill]
+        )
     if not kept:
         return empty
     index = np.asarray(kept, np.int64)
-    return np.stack([x0[index], y0[index], x1[index], y1[index]], axis=1)
-
-
-def _glyphs_look_like_text(
-    strokes: np.ndarray, x0: int, y0: int, x1: int, y1: int, contrast: float, params: DetectParams
-) -> bool:
-    """Glyph test inside one candidate line: several glyphs of similar height on a common edge.
-
-    A line of ordinary contrast needs `min_glyphs`; a weaker one (thin anti-aliased type) needs
-    `weak_min_glyphs` and tighter alignment; one tall glyph passes only at very high contrast.
-    """
-    crop = strokes[y0:y1, x0:x1]
-    _, _, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
-    heights = stats[1:, cv2.CC_STAT_HEIGHT].astype(np.float64)
-    tops = stats[1:, cv2.CC_STAT_TOP].astype(np.float64)
-    centres = stats[1:, cv2.CC_STAT_LEFT] + stats[1:, cv2.CC_STAT_WIDTH] / 2.0
-    if not len(heights):
-        return False
-    big = heights >= max(3.0, 0.5 * float(heights.max()))
-    heights, tops, centres = heights[big], tops[big], centres[big]
-    if not len(heights):
-        return False
-    if len(heights) == 1:
-        return bool(contrast >= params.single_glyph_contrast and heights[0] >= 2 * params.min_height)
-    mean_height = float(heights.mean())
-    spread = float(heights.std()) / mean_height
-    align = min(_line_residual(centres, tops), _line_residual(centres, tops + heights)) / mean_height
-    if contrast >= params.line_contrast:
-        need, spread_limit, align_limit = params.min_glyphs, params.max_height_spread, params.max_align_spread
-    else:
-        need, spread_limit, align_limit = params.weak_min_glyphs, 0.3, 0.15
-    return len(heights) >= need and spread <= spread_limit and align <= align_limit
-
-
-def _line_residual(x: np.ndarray, y: np.ndarray) -> float:
-    """Spread of glyph tops (or bottoms) around a fitted straight line, so slightly skewed lines
-    align as well as level ones."""
-    if len(x) < 3 or float(x.std()) == 0.0:
-        return float(y.std())
-    slope = float(((x - x.mean()) * (y - y.mean())).mean() / x.var())
-    if abs(slope) > 0.5:  # steeper than ~27 degrees: not a text line this detector handles
-        return float("inf")
-    return float((y - y.mean() - slope * (x - x.mean())).std())
+    boxes = np.stack([x0[index], y0[index], x1[index], y1[index]], axis=1)
+    return boxes, np.asarray(rows, np.float64)
 
 
 def _box_sum(integral: np.ndarray, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> np.ndarray:

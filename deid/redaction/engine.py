@@ -7,6 +7,11 @@ back to the core. Detection uses absolute thresholds and a fixed sampling grid, 
 trimmed so its origin sits on that grid, so neighbouring tiles make the same decision about the
 same text. User regions are intersected with the core. A core with nothing to redact comes back
 unchanged with `changed=False`, so the caller can pass the original compressed tile through.
+
+Every text box is a scored candidate (deid/redaction/confidence.py). With a review threshold, only
+candidates at or above it are redacted; the others come back with the outcome, `pending` unless
+redacted boxes cover them, for a person to decide (deid/review/). Threshold 0: every candidate the
+strict detector (or OCR) finds is redacted and nothing is left pending.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import numpy as np
 
 from deid.errors import ConfigError
 from deid.redaction import geometry
-from deid.redaction.detect import DEFAULT_PARAMS, DetectParams, detect_text_boxes, grid
+from deid.redaction.confidence import Candidate, detect_score, settle
+from deid.redaction.detect import DEFAULT_PARAMS, DetectParams, detect_text_lines, grid
 from deid.redaction.fill import apply_fill
-from deid.redaction.ocr import ocr_confirm, tesseract_path
+from deid.redaction.ocr import ocr_scored, tesseract_path
 from deid.settings import REDACT_FILLS, REDACT_TEXT_MODES, Box, RedactionSettings
 
 
@@ -30,6 +36,8 @@ class RedactionConfig:
     `regions` are user boxes in the image's level-0 pixels. `text_mode` is off, detect (every
     text-like box) or ocr (detect, then keep boxes whose words match `ocr_terms` or, with
     `ocr_phi_patterns`, PHI patterns; with no terms and patterns off, any recognised text).
+    `review_threshold`: text candidates scoring below it are not redacted but left pending for
+    review (0: no review, every candidate is redacted).
     """
 
     regions: tuple[Box, ...] = ()
@@ -37,6 +45,7 @@ class RedactionConfig:
     fill: str = "black"
     ocr_terms: tuple[str, ...] = field(default=(), repr=False)  # harvested identifying values
     ocr_phi_patterns: bool = True
+    review_threshold: float = 0.0
 
     def __post_init__(self) -> None:
         if self.text_mode not in REDACT_TEXT_MODES:
@@ -45,6 +54,13 @@ class RedactionConfig:
             raise ConfigError(f"redaction fill must be one of {', '.join(REDACT_FILLS)}")
         if not all(isinstance(b, Box) for b in self.regions):
             raise ConfigError("redaction regions must be Box values")
+        if not 0.0 <= self.review_threshold <= 1.0:
+            raise ConfigError("the review threshold must be between 0 and 1")
+
+    @property
+    def reviewing(self) -> bool:
+        """Whether uncertain candidates are searched for and left pending (a threshold above 0)."""
+        return self.review_threshold > 0.0 and self.text_mode != "off"
 
     @property
     def active(self) -> bool:
@@ -54,7 +70,12 @@ class RedactionConfig:
     @classmethod
     def for_input(cls, settings: RedactionSettings, input_sha256: str) -> RedactionConfig:
         """The run's redaction for one input: its --redact_regions boxes, the text mode and fill."""
-        return cls(regions=settings.regions.for_input(input_sha256), text_mode=settings.text, fill=settings.fill)
+        return cls(
+            regions=settings.regions.for_input(input_sha256),
+            text_mode=settings.text,
+            fill=settings.fill,
+            review_threshold=settings.review_threshold,
+        )
 
     def check_tools(self) -> None:
         """Fail early (OcrUnavailableError) when ocr mode is configured and tesseract is missing."""
@@ -64,11 +85,17 @@ class RedactionConfig:
 
 @dataclass(frozen=True)
 class RedactionOutcome:
-    """The redacted core, whether any pixel was redacted, and the redacted boxes (level-0, in the core)."""
+    """The redacted core, whether any pixel was redacted, the redacted boxes (level-0, in the core),
+    and every candidate with its score and status (level-0, clipped to the core)."""
 
     pixels: np.ndarray
     changed: bool
     boxes: tuple[Box, ...]
+    candidates: tuple[Candidate, ...] = ()
+
+    @property
+    def pending(self) -> tuple[Candidate, ...]:
+        return tuple(c for c in self.candidates if c.pending)
 
 
 def redact_window(
@@ -97,16 +124,19 @@ def redact_window(
     cx, cy = core.x - ox, core.y - oy
     core_pixels = window[cy : cy + core.height, cx : cx + core.width]
 
-    found: list[Box] = []
+    regions: list[Box] = []
     for region in config.regions:
         clipped = geometry.intersect(region, core)
         if clipped is not None:
-            found.append(clipped)
+            regions.append(clipped)
+    text: list[Candidate] = []
     if config.text_mode != "off":
-        found.extend(_text_boxes(window, (ox, oy), core, config, params, gray))
-    boxes = geometry.unique(found)
+        found = _text_boxes(window, (ox, oy), core, config, params, gray)
+        text = settle(found, config.review_threshold, regions)
+    candidates = tuple(Candidate(b, 1.0, "region") for b in geometry.unique(regions)) + tuple(text)
+    boxes = geometry.unique([*regions, *(c.box for c in text if c.status == "redacted")])
     if not boxes:
-        return RedactionOutcome(np.array(core_pixels, copy=True), False, ())
+        return RedactionOutcome(np.array(core_pixels, copy=True), False, (), candidates)
 
     mask = geometry.boxes_mask(boxes, height, width, origin=(ox, oy))
     if config.fill == "black":
@@ -116,7 +146,7 @@ def redact_window(
         # Blur and inpaint read the context around the mask, which the window provides.
         filled = apply_fill(window, mask, config.fill, black_value=black_value)
         pixels = np.array(filled[cy : cy + core.height, cx : cx + core.width], copy=True)
-    return RedactionOutcome(pixels, True, boxes)
+    return RedactionOutcome(pixels, True, boxes, candidates)
 
 
 def redact_image(
@@ -138,8 +168,9 @@ def _text_boxes(
     config: RedactionConfig,
     params: DetectParams,
     gray: np.ndarray | None = None,
-) -> list[Box]:
-    """Detected (and, in ocr mode, confirmed) text boxes touching the core, level-0, clipped to it."""
+) -> list[Candidate]:
+    """Detected (and, in ocr mode, confirmed) text boxes touching the core with their scores,
+    level-0, clipped to it. Near misses and undecided OCR boxes only when reviewing."""
     ox, oy = origin
     # Trim the window so detection samples the level-0 grid the same way from every window.
     step = grid(params)
@@ -149,16 +180,23 @@ def _text_boxes(
     sub = window[ty:, tx:]
     if sub.shape[0] == 0 or sub.shape[1] == 0:
         return []
-    candidates = detect_text_boxes(sub if gray is None else gray[ty:, tx:], params)
+    lines = detect_text_lines(sub if gray is None else gray[ty:, tx:], params, near_misses=config.reviewing)
     sx, sy = ox + tx, oy + ty
     touching = [
-        b for b in candidates if geometry.intersect(Box(b.x + sx, b.y + sy, b.width, b.height), core) is not None
+        (line.box, detect_score(line))
+        for line in lines
+        if geometry.intersect(Box(line.box.x + sx, line.box.y + sy, line.box.width, line.box.height), core)
+        is not None
     ]
+    kind = "detect"
     if config.text_mode == "ocr" and touching:
-        touching = ocr_confirm(sub, touching, config)
+        kind = "ocr"
+        touching = ocr_scored(
+            sub, [b for b, _ in touching], [s for _, s in touching], config, undecided=config.reviewing
+        )
     clipped = []
-    for b in touching:
+    for b, score in touching:
         inside = geometry.intersect(Box(b.x + sx, b.y + sy, b.width, b.height), core)
         if inside is not None:
-            clipped.append(inside)
+            clipped.append(Candidate(inside, score, kind))
     return clipped

@@ -15,6 +15,10 @@ kept when its words match:
   what cannot be classified is redacted.
 * with no terms and patterns off: any word with at least two letters or digits.
 
+`ocr_scored` also scores each box (deid/redaction/confidence.py: the words' tesseract confidence and
+what they matched) and, under review, returns the boxes OCR cannot decide (nothing read, or clinical
+wording read poorly) at a low score, so that a person looks at them.
+
 Recognised text is PHI: it never leaves this module (not logged, not in exceptions).
 Limits: tesseract misreads small, low-contrast or stylised type; a misread value escapes term
 matching, so terms are a narrowing filter, not a guarantee. Use `detect` (redact every text-like
@@ -35,6 +39,7 @@ import cv2
 import numpy as np
 
 from deid.errors import OcrUnavailableError
+from deid.redaction.confidence import OCR_UNSURE_CONFIDENCE, ocr_score
 from deid.redaction.detect import to_gray
 from deid.redaction.wording import may_stay
 from deid.settings import Box
@@ -97,38 +102,67 @@ def tesseract_path() -> str:
 
 def ocr_confirm(image: np.ndarray, boxes: Sequence[Box], config: _HasOcrSettings) -> list[Box]:
     """The boxes of `image` whose recognised words match `config` (see the module docstring)."""
-    boxes = [b for b in boxes if b.width >= 2 and b.height >= 2]
-    if not boxes:
+    return [box for box, _score in ocr_scored(image, boxes, [1.0] * len(boxes), config)]
+
+
+def ocr_scored(
+    image: np.ndarray,
+    boxes: Sequence[Box],
+    detect_scores: Sequence[float],
+    config: _HasOcrSettings,
+    *,
+    undecided: bool = False,
+) -> list[tuple[Box, float]]:
+    """(box, score) of each box OCR calls for redaction, scored by deid.redaction.confidence.ocr_score
+    from the words' tesseract confidences and what they matched. With `undecided`, also the boxes
+    tesseract reads nothing in, or reads only clinical wording in with less than
+    OCR_UNSURE_CONFIDENCE, at a low score (the machine cannot tell: a person should look)."""
+    pairs = [(b, s) for b, s in zip(boxes, detect_scores, strict=True) if b.width >= 2 and b.height >= 2]
+    if not pairs:
         return []
-    words = read_words(image, boxes)
+    words = read_words(image, [b for b, _ in pairs])
     matcher = TermMatcher(config.ocr_terms)
     by_box: dict[int, list[Word]] = {}
     for word in words:
         by_box.setdefault(word.box_index, []).append(word)
-    kept = []
-    for index, box in enumerate(boxes):
-        texts = [w.text for w in by_box.get(index, [])]
-        if box_matches(texts, matcher, config.ocr_phi_patterns):
-            kept.append(box)
-    return kept
+    scored = []
+    for index, (box, detect) in enumerate(pairs):
+        found = by_box.get(index, [])
+        match = match_kind([w.text for w in found], matcher, config.ocr_phi_patterns)
+        confidences = [w.confidence for w in found]
+        if match in ("term", "pattern", "unclassified"):
+            scored.append((box, ocr_score(match, confidences, detect)))
+        elif undecided and (
+            match == "unread" or (sum(confidences) / max(1, len(confidences))) < OCR_UNSURE_CONFIDENCE
+        ):
+            scored.append((box, ocr_score(None, confidences, detect)))
+    return scored
 
 
 def box_matches(texts: Sequence[str], matcher: TermMatcher, patterns: bool) -> bool:
     """Whether the words of one box call for redaction under the configured terms and patterns."""
+    return match_kind(texts, matcher, patterns) in ("term", "pattern", "unclassified")
+
+
+def match_kind(texts: Sequence[str], matcher: TermMatcher, patterns: bool) -> str:
+    """What the words of one box match: 'term' (a harvested value), 'pattern' (a PHI pattern),
+    'unclassified' (a word that is not plain clinical wording: PHI first, or any word when neither
+    terms nor patterns are configured), 'clinical' (nothing to redact) or 'unread' (no word)."""
     if not texts:
-        return False
+        return "unread"
     if not matcher.active and not patterns:
-        return any(len(_alnum(t)) >= 2 for t in texts)
+        return "unclassified" if any(len(_alnum(t)) >= 2 for t in texts) else "clinical"
     if matcher.active and matcher.matches(texts):
-        return True
+        return "term"
     if patterns:
         # PHI first: a box stays only when every word in it is plain clinical wording (wording.py)
         # and no pattern spans its words ('3/9/12' is three short numbers and a date).
         if not all(may_stay(t) for t in texts):
-            return True
+            return "unclassified"
         line = " ".join(texts)
-        return any(p.search(line) for p in _PATTERNS if p is not _ACCESSION_LIKE)
-    return False
+        if any(p.search(line) for p in _PATTERNS if p is not _ACCESSION_LIKE):
+            return "pattern"
+    return "clinical"
 
 
 class TermMatcher:

@@ -20,6 +20,7 @@ import imagecodecs
 import numpy as np
 
 from deid.errors import DeidError, SlideReadError, UnexpectedError
+from deid.redaction.confidence import Candidate
 from deid.settings import Box
 from deid.wsi.grid import LevelShape
 from deid.wsi.scratch import pack_pixels, unpack_pixels
@@ -72,6 +73,8 @@ class BlockResult:
     boxes: int = 0
     box_list: tuple[Box, ...] = ()  # level-0 boxes redacted, at most MAX_BLOCK_BOXES
     seconds: float = 0.0  # time spent on this block (QA report stage times)
+    # Level-0 text candidates below --review_threshold (at most MAX_BLOCK_BOXES): the slide is held.
+    uncertain: tuple[Candidate, ...] = ()
     error_kind: str = ""
     error_message: str = ""
 

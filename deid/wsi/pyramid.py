@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deid.errors import SlideReadError
+from deid.redaction.confidence import Candidate
 from deid.redaction.detect import to_gray
 from deid.settings import Box
 from deid.wsi.blocks import (
@@ -91,6 +92,7 @@ class _Block:
         self.size = 0
         self.entries: list[tuple[int, int, int, int, int, int, int]] = []
         self.final: _Tile | None = None
+        self.uncertain: list[Candidate] = []  # level-0 text candidates left for review
 
     def cols(self, level: int) -> range:
         shift = self.top - level
@@ -222,6 +224,7 @@ class _Block:
             boxes=boxes,
             box_list=tuple(box_list[:MAX_BLOCK_BOXES]),
             seconds=seconds,
+            uncertain=tuple(self.uncertain[:MAX_BLOCK_BOXES]),
         )
         return block, top_tile
 
@@ -303,6 +306,8 @@ def _redact_band(reader: SlideReader, band: TileBand, block: _Block, mapper: Map
             if red is not None and red.changed:
                 boxes += red.boxes
                 box_list.extend(red.box_list)
+            if red is not None and red.uncertain:
+                block.uncertain.extend(red.uncertain)
             tiles.append(tile)
         block.add_row(0, row, tiles)
     return boxes, box_list

@@ -12,6 +12,7 @@ import imagecodecs
 import numpy as np
 
 from deid.errors import SlideReadError
+from deid.redaction.confidence import Candidate
 from deid.redaction.engine import RedactionConfig, redact_window
 from deid.settings import Box
 from deid.wsi.grid import LevelShape, TileGrid, core_box, intersect
@@ -244,6 +245,8 @@ class Redacted:
     changed: bool
     boxes: int = 0
     box_list: tuple[Box, ...] = ()
+    # Text candidates below --review_threshold that nothing redacted covers (deid/review/decision.py).
+    uncertain: tuple[Candidate, ...] = ()
 
 
 def redact_tile(
@@ -254,6 +257,7 @@ def redact_tile(
     core, box = plan.core, plan.read_box
     changed, boxes = False, 0
     box_list: tuple[Box, ...] = ()
+    uncertain: tuple[Candidate, ...] = ()
     if not plan.engine:
         pixels = window
     elif not plan.region_hit and clearly_background(window):
@@ -268,6 +272,7 @@ def redact_tile(
         changed = bool(outcome.changed)
         if changed:
             boxes, box_list = len(outcome.boxes), tuple(outcome.boxes[:MAX_TILE_BOXES])
+        uncertain = outcome.pending[:MAX_TILE_BOXES]
     if pixels.shape[:2] != (core.height, core.width):
         raise SlideReadError("the redaction engine returned a tile of the wrong size")
-    return Redacted(pixels, changed, boxes, box_list)
+    return Redacted(pixels, changed, boxes, box_list, uncertain)

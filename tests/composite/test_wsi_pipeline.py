@@ -176,6 +176,7 @@ def test_generic_tiff_regions_and_dicom_output(tmp_path: Path) -> None:
     assert audit["outputs"][0] == f"wsi/{pseudonym}.tiff"
     assert any(o.endswith("level-0.dcm") for o in audit["outputs"])
     assert audit["actions"]["tiles_redacted"] == 2  # the box crosses x = 256
+    assert "thumbnail_regenerated" not in audit["actions"]  # the generic layout carries no thumbnail
     for rel in audit["outputs"]:
         if rel.endswith(".dcm"):
             continue

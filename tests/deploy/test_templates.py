@@ -74,6 +74,12 @@ GOOD_BY_NAME = {
     "healthcare_api_endpoint": ["https://healthcare.googleapis.com/v1", "http://127.0.0.1:8080/v1"],
     "dicomweb_source": ["https://pacs.example.org/dicom-web", "http://localhost:8042/dicom-web"],
     "dicomweb_destination": ["https://pacs.example.org/dicom-web"],
+    "deid_key_secret": [
+        "projects/my-proj/secrets/deid-deid-key/versions/1",
+        "projects/123456/secrets/k_1/versions/latest",
+        "projects/p/locations/europe-west4/secrets/k/versions/12",
+    ],
+    "secret_manager_endpoint": ["https://secretmanager.googleapis.com/v1", "http://127.0.0.1:9000/v1"],
 }
 BAD_BY_NAME = {
     "safe_private_tags": ["0029,08", "SIEMENS:29,8", "SIEMENS CSA HEADER"],
@@ -87,6 +93,8 @@ BAD_BY_NAME = {
     "healthcare_api_endpoint": ["healthcare.googleapis.com", "ftp://example.org", "https://a b"],
     "dicomweb_source": ["pacs.example.org", "file:///etc/passwd"],
     "dicomweb_destination": ["javascript:alert(1)"],
+    "deid_key_secret": ["deid-key", "projects/p/secrets/k", "projects/p/secrets/k/versions/", "gs://b/keys/deid.key"],
+    "secret_manager_endpoint": ["secretmanager.googleapis.com", "ftp://example.org"],
 }
 # Every TEXT parameter without its own entry above must at least reject a control character.
 FALLBACK_BAD = ["line\nbreak", "tab\tinside"]
@@ -228,6 +236,10 @@ def test_comparison_catches_a_new_option():
     assert "option --brand_new_option has no template parameter" in compare(load_metadata(), actions)
 
 
+# Options that take a number from 0 to 1 (pipeline.options.unit_fraction).
+FRACTIONS = ("review_threshold", "review_sample_rate")
+
+
 def _param(metadata: dict[str, Any], name: str) -> dict[str, Any]:
     return next(p for p in metadata["parameters"] if p["name"] == name)
 
@@ -250,7 +262,10 @@ def test_regexes_accept_good_values_and_reject_bad_ones(param):
         choices = [o["value"] for o in param["enumOptions"]]
         good += choices
         bad += [choices[0] + "x", choices[0].swapcase() if choices[0].swapcase() not in choices else "?"]
-    if kind == "NUMBER":
+    if kind == "NUMBER" and name in FRACTIONS:  # 0..1: a threshold or a rate
+        good += ["0", "1", "0.8", "0.05", "1.0"]
+        bad += ["1.5", "2", "-0.1", "512"]
+    elif kind == "NUMBER":
         good += ["1", "512", "40000000000"]
     if kind == "TEXT" and name not in BAD_BY_NAME:
         bad += FALLBACK_BAD

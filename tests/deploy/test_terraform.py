@@ -99,8 +99,9 @@ def bucket_problems(name: str, body: dict[str, Any], raw: str) -> list[str]:
     key = (body.get("encryption") or [{}])[0].get("default_kms_key_name", "")
     if not key.startswith("${google_kms_crypto_key."):
         problems.append(f"{name}: not encrypted with a Terraform-managed KMS key (CMEK)")
-    if (body.get("versioning") or [{}])[0].get("enabled") is not True:
-        problems.append(f"{name}: versioning off")
+    # Object Versioning and a retention policy exclude each other; one of them must protect the objects.
+    if (body.get("versioning") or [{}])[0].get("enabled") is not True and not body.get("retention_policy"):
+        problems.append(f"{name}: versioning off and no retention policy")
     if not body.get("lifecycle_rule"):
         problems.append(f"{name}: no lifecycle rule")
     if body.get("force_destroy") is True:
@@ -114,8 +115,8 @@ def bucket_problems(name: str, body: dict[str, Any], raw: str) -> list[str]:
 
 def test_every_bucket_is_cmek_private_versioned_logged(tf):
     buckets = tf.of_type("google_storage_bucket")
-    assert set(tf.locals["buckets"]) == {"input", "output", "temp", "audit"}
-    assert set(buckets) == {"data", "access_logs"}
+    assert set(tf.locals["buckets"]) == {"input", "output", "temp"}
+    assert set(buckets) == {"data", "access_logs", "linkage"}
     problems = [
         p
         for name, body in buckets.items()
@@ -212,6 +213,7 @@ def test_worker_has_least_privilege(tf):
     bucket_roles = tf.locals["worker_bucket_roles"]
     assert {r["role"] for r in bucket_roles.values()} <= {
         "roles/storage.objectViewer",
+        "roles/storage.objectCreator",
         "roles/storage.objectUser",
         "roles/storage.legacyBucketReader",
     }

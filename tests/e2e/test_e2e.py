@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import openslide
 import pydicom
 import pytest
 
@@ -118,10 +119,38 @@ def test_demo_run_end_to_end(demo_inputs: Path, tmp_path: Path, capfd: pytest.Ca
         assert rec["actions"] and all(isinstance(v, int) for v in rec["actions"].values())
     assert sorted(len(series) for series in studies.values()) == [2, 2]
 
-    # The slide.
+    # The slide: an Aperio SVS in (OpenSlide reads the demo's input as Aperio), an Aperio-layout
+    # pyramid out, named by its pseudonym, with the input's MPP, a regenerated thumbnail, and the
+    # label and macro dropped (the default).
+    (svs,) = [p for p in inputs if p.suffix == ".svs"]
+    source = openslide.OpenSlide(str(svs))
+    assert source.properties["openslide.vendor"] == "aperio"
+    assert set(source.associated_images) == {"label", "macro", "thumbnail"}
     (slide,) = [r for r in audit if r["kind"] == "wsi"]
     assert slide["status"] == "ok", slide
-    assert all(re.fullmatch(r"wsi/[A-Z2-9]+\.(svs|tiff|tif|dcm)", o) or o.startswith("wsi/") for o in slide["outputs"])
+    (rel,) = slide["outputs"]
+    assert re.fullmatch(r"wsi/[A-Z2-9]{16}\.svs", rel), rel
+    assert slide["details"]["layout"] == "aperio"
+    result = openslide.OpenSlide(str(output / rel))
+    assert result.properties["openslide.vendor"] == "aperio"
+    assert result.dimensions == source.dimensions == (1024, 1024)
+    assert float(result.properties["openslide.mpp-x"]) == float(result.properties["openslide.mpp-y"]) == 0.499
+    assert set(result.associated_images) == {"thumbnail"}
+    assert {k: slide["actions"][k] for k in ("label_dropped", "macro_dropped", "thumbnail_regenerated")} == {
+        "label_dropped": 1,
+        "macro_dropped": 1,
+        "thumbnail_regenerated": 1,
+    }
+
+    # The console: the job's own last progress line (stderr) and its summary (stdout).
+    progress = [line for line in captured.err.splitlines() if line.startswith("progress: ")]
+    assert progress and progress[-1].startswith(
+        f"progress: {len(inputs)}/{len(inputs)} inputs done ({len(dead)} dead-lettered), slide tiles 16/16, "
+    ), progress
+    assert f"inputs:            {len(inputs)} (dicom 14, unknown 2, wsi 1)" in captured.out
+    assert "dead-lettered:     4 (burned_in_annotation 1, invalid_input 2, unsupported_format 1)" in captured.out
+    assert re.search(r"^  label_dropped +1$", captured.out, re.M)
+    assert f"  slides:       {output}/wsi/" in captured.out
 
     # No PHI anywhere under OUTPUT (bytes and names), nor in stdout/stderr.
     for rel, data in _tree(output).items():
@@ -153,6 +182,18 @@ def test_demo_run_end_to_end(demo_inputs: Path, tmp_path: Path, capfd: pytest.Ca
         (old,) = [v for k, v in first.items() if k.startswith(f"{folder}/")]
         (new,) = [v for k, v in second.items() if k in added and k.startswith(f"{folder}/")]
         assert new == old
+
+
+def test_demo_data_is_the_same_on_every_call(tmp_path: Path) -> None:
+    """Same bytes, so the same UIDs and output paths: `make demo` twice writes the same outputs."""
+    module = _load_demo_module()
+    trees = []
+    for name in ("first", "second"):
+        module.main(str(tmp_path / name))
+        root = tmp_path / name
+        trees.append({str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()})
+    assert trees[0] == trees[1]
+    assert len(trees[0]) == 18  # 17 inputs and the key
 
 
 def test_bad_options_exit_non_zero_with_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

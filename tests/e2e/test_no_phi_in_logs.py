@@ -83,7 +83,9 @@ def test_no_phi_in_logs_records_or_streams(
     logging.getLogger().setLevel(logging.DEBUG)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        status = main([f"--input={inp}", f"--output={out}", f"--deid_key_file={key}", *BEAM_TEST_ARGS])
+        status = main(
+            [f"--input={inp}", f"--output={out}", f"--deid_key_file={key}", "--log_level=DEBUG", *BEAM_TEST_ARGS]
+        )
     streams = capfd.readouterr()
     assert status == 0, streams.err[-2000:]
     assert (out / "audit").exists(), "the run wrote no audit records"

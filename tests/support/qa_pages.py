@@ -46,10 +46,17 @@ def entries_and_audit() -> tuple[list[QaEntry], list[AuditRecord]]:
     audit = [
         AuditRecord("a" * 64, "dicom", "ok", ("dicom/1/2/3.dcm",), {"removed": 12, "replaced": 5}),
         AuditRecord("b" * 64, "wsi", "ok", ("wsi/KQ7ZP2M4XW9HTRV.tiff",), {"metadata_fields_removed": 6}),
-        DeadLetterRecord("c" * 64, "invalid_input", "truncated", "dicom").to_audit(),
-        DeadLetterRecord("d" * 64, "leak", "quarantined", "dicom").to_audit(),
+        *(record.to_audit() for record in dead_letter_records()),
     ]
     return entries, audit
+
+
+def dead_letter_records() -> list[DeadLetterRecord]:
+    """The dead letters behind the two dead-letter audit records of `entries_and_audit`."""
+    return [
+        DeadLetterRecord("c" * 64, "invalid_input", "the file ends inside an element (truncated)", "dicom"),
+        DeadLetterRecord("d" * 64, "leak", "an output held an identifying value of its input; quarantined", "dicom"),
+    ]
 
 
 def browser_check(page_path: Path, tmp_path: Path) -> dict[str, object]:
@@ -59,10 +66,12 @@ def browser_check(page_path: Path, tmp_path: Path) -> dict[str, object]:
     script = """<script>
 window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
-  var ids = ['sum-inputs','sum-ok','sum-dead-letter','sum-leaks','sum-outputs','sum-actions'];
+  var ids = ['sum-inputs','sum-ok','sum-dead-letter','sum-leaks','sum-outputs'];
   var out = {images: imgs.map(function (i) { return [i.complete, i.naturalWidth, i.naturalHeight]; }),
              numbers: {}, bars: document.querySelectorAll('#stage-chart rect.stage-bar').length,
-             rows: document.querySelectorAll('#inputs tr.input').length};
+             rows: document.querySelectorAll('#inputs tr.input').length,
+             reasons: Array.prototype.map.call(document.querySelectorAll('#inputs .dead-letter-reason'),
+                                               function (e) { return e.textContent.trim(); })};
   ids.forEach(function (id) { out.numbers[id] = document.getElementById(id).textContent.trim(); });
   var pre = document.createElement('pre'); pre.id = 'qa-probe'; pre.textContent = JSON.stringify(out);
   document.body.appendChild(pre);

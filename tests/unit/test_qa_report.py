@@ -13,7 +13,14 @@ import pytest
 
 from deid.qa.report import after_thumbnail, before_thumbnail, build_report, summary_from_audit
 from deid.settings import Box
-from tests.support.qa_pages import CHROMIUM, browser_check, entries_and_audit, text_image, without_images
+from tests.support.qa_pages import (
+    CHROMIUM,
+    browser_check,
+    dead_letter_records,
+    entries_and_audit,
+    text_image,
+    without_images,
+)
 
 WORDS = ("ZQXNAME", "ALPHA", "4242")
 
@@ -73,6 +80,24 @@ def test_report_is_self_contained_and_numbers_match_audit() -> None:
     assert "ZQX" not in without_images(page)
 
 
+def test_dead_letter_rows_show_error_kind_and_reason_and_no_summed_actions() -> None:
+    entries, audit = entries_and_audit()
+    page = build_report(entries, summary_from_audit(audit, entries), audit, dead_letter_records())
+    rows = re.findall(r'<tr class="input" data-sha="(\w+)" data-status="dead_letter">(.*?)</tr>', page, re.S)
+    assert [sha for sha, _ in rows] == ["c" * 12, "d" * 12]
+    (_, truncated), (_, leak) = rows
+    assert '<span class="error-kind-tag">invalid_input</span>' in truncated
+    assert "not de-identified: the file ends inside an element (truncated)" in truncated
+    assert '<span class="error-kind-tag">leak</span>' in leak and "quarantined" in leak
+    assert "figcaption" not in truncated + leak  # no empty before/after captions
+    # Per-action totals stay; the sum of unrelated counters is gone.
+    assert 'id="sum-actions"' not in page
+    assert "<li>removed: 12</li>" in page
+    # Without the dead letters the rows still say what is missing instead of showing nothing.
+    bare = build_report(entries, summary_from_audit(audit, entries), audit)
+    assert bare.count("no dead-letter message was recorded") == 2
+
+
 @pytest.mark.needs_tool
 def test_report_in_headless_chromium(tmp_path: Path) -> None:
     if not CHROMIUM:
@@ -80,13 +105,14 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
     entries, audit = entries_and_audit()
     page = tmp_path / "qa" / "index.html"
     page.parent.mkdir()
-    page.write_text(build_report(entries, summary_from_audit(audit, entries), audit))
+    page.write_text(build_report(entries, summary_from_audit(audit, entries), audit, dead_letter_records()))
     result = browser_check(page, tmp_path)
     images = result["images"]
     assert isinstance(images, list) and len(images) == 4
     assert all(complete and width > 0 and height > 0 for complete, width, height in images)
     assert result["numbers"] == {"sum-inputs": "4", "sum-ok": "2", "sum-dead-letter": "2", "sum-leaks": "1",
-                                 "sum-outputs": "2", "sum-actions": "23"}
+                                 "sum-outputs": "2"}
+    assert result["reasons"] == [f"not de-identified: {d.message}" for d in dead_letter_records()]
     assert result["bars"] == 5 and result["rows"] == 4
 
 
