@@ -49,6 +49,7 @@ from deid.review.previews import dicom_previews
 from deid.settings import RunSettings
 from deid.verify.echo import kept_texts, mark_descriptive, split_echoes
 from deid.verify.harvest import harvest_dicom, harvest_path, harvest_private_texts
+from deid.verify.kept_names import names_in_kept
 from deid.verify.retained import retained_uids, without_retained
 from deid.verify.scan import quarantine_relpath, scan_encoded_dicom, summarize
 from deid.verify.values import LeakHit, PhiLike, PhiValue
@@ -222,6 +223,8 @@ def _leak_scan(
         # Nor is a value inside a UID the run keeps (a date in a UID kept by --retain_uids).
         expected = without_retained(harvested, retained_uids(dataset, settings.profile))
         hits, echoes = split_echoes(scan_encoded_dicom(out, payload, relpath, mark_descriptive(expected, kept)))
+    # A short name ('Roe') is too common to search everywhere, but not inside text kept by --keep.
+    hits += names_in_kept(dataset, out, profile_policy(settings.profile).keep, relpath)
     return hits, echoes
 
 

@@ -168,6 +168,11 @@ def name_variants(name: str) -> list[str]:
     return list(dict.fromkeys(text for text in out if text.strip()))
 
 
+def name_parts(group: str) -> list[str]:
+    """The components of one '='-group of a person name, in any of the spellings name_variants reads."""
+    return _name_parts(group)[0]
+
+
 def _name_parts(group: str) -> tuple[list[str], str, list[str]]:
     """(components, family name, given-name spellings) of one name; no given names if one word."""
     if "^" in group:

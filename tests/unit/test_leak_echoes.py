@@ -89,3 +89,33 @@ def test_a_file_name_word_equal_to_a_kept_multi_valued_code_is_no_leak(tmp_path:
     settings = RunSettings(output="unused", key_token=KEY.to_token(), input_root=str(tmp_path))
     source = InstanceSource(hashlib.sha256(data).hexdigest(), str(path))
     assert not deidentify_instance(data, settings, KEY, source).leaked
+
+
+def _kept_study_description_with_names(description: str, patient: str, physician: str) -> InstanceResult:
+    ds = dicom_factory.instance(1, 5)
+    ds.PatientName = patient
+    ds.ReferringPhysicianName = physician
+    ds.StudyDescription = description
+    data = dicom_factory.to_bytes(ds)
+    profile = ProfileSettings(keep=("StudyDescription",))
+    settings = RunSettings(output="unused", key_token=KEY.to_token(), profile=profile)
+    return deidentify_instance(data, settings, KEY, InstanceSource(hashlib.sha256(data).hexdigest()))
+
+
+def test_a_short_family_name_inside_a_kept_description_quarantines() -> None:
+    """'Roe' (3 letters) is below the harvest's MIN_LEN, so only deid/verify/kept_names.py finds it."""
+    result = _kept_study_description_with_names("CT chest, follow-up Roe", "Roe^Jane", "Smithfield^Alan")
+    assert result.leaked
+    assert any(hit.value_kind == "PatientName" and "StudyDescription" in hit.location for hit in result.leak_hits)
+
+
+def test_a_two_letter_physician_name_inside_a_kept_description_quarantines() -> None:
+    result = _kept_study_description_with_names("CT chest per Dr. Li", "Smithfield^Janet", "Li^Wei")
+    assert result.leaked
+    assert {hit.value_kind for hit in result.leak_hits} >= {"ReferringPhysicianName"}
+
+
+def test_a_short_name_part_inside_a_longer_word_is_no_leak() -> None:
+    """Whole tokens only: 'Roe' inside 'Roentgen' is not the name."""
+    result = _kept_study_description_with_names("CT chest Roentgen view", "Roe^Jane", "Smithfield^Alan")
+    assert not result.leaked
