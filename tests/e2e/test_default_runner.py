@@ -67,7 +67,7 @@ def test_without_runner_three_files_run_in_this_process_offline(
     three_inputs: tuple[Path, Path], tmp_path: Path
 ) -> None:
     inputs, key = three_inputs
-    log = _cli(inputs, tmp_path / "out", key)
+    log = _cli(inputs, tmp_path / "out", key, "--log_level=INFO")  # INFO shows Beam's own lines
     outputs = _outputs(tmp_path / "out")
     assert len(outputs) == 3
     assert all(b"ZQX" not in data for data in outputs.values())
@@ -84,7 +84,7 @@ def test_multi_processing_workers_get_the_settings_and_write_the_same_files(
     of the in-process run."""
     inputs, key = three_inputs
     _cli(inputs, tmp_path / "in_process", key)
-    log = _cli(inputs, tmp_path / "workers", key, "--direct_num_workers=2")
+    log = _cli(inputs, tmp_path / "workers", key, "--direct_num_workers=2", "--log_level=INFO")
     assert "sdk harness" in log.lower()  # the worker processes started (their log comes back here)
     assert _outputs(tmp_path / "workers") == _outputs(tmp_path / "in_process")
     assert sorted(r["status"] for r in _audit(tmp_path / "workers")) == ["ok"] * 3
