@@ -51,7 +51,8 @@ from deid.verify.echo import kept_texts, mark_descriptive, split_echoes
 from deid.verify.harvest import harvest_dicom, harvest_path, harvest_private_texts
 from deid.verify.kept_names import names_in_kept
 from deid.verify.retained import retained_uids, without_retained
-from deid.verify.scan import quarantine_relpath, scan_encoded_dicom, summarize
+from deid.verify.scan import quarantine_relpath, summarize
+from deid.verify.scan_encoded import scan_encoded_dicom
 from deid.verify.values import LeakHit, PhiLike, PhiValue
 
 # PixelData (7FE0,0010): an image instance whose frames can be searched for burned-in text.

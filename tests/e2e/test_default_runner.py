@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions
 
-from pipeline.main import LOCAL_FILES_PER_WORKER, default_runner, pipeline_options_from_argv
+from pipeline.local_runner import LOCAL_FILES_PER_WORKER, default_runner
+from pipeline.main import pipeline_options_from_argv
 from tests.support.env import REPO_ROOT
 from tests.support.phi_fixtures import write_phi_dicoms
 

@@ -19,7 +19,8 @@ from pydicom.uid import (
 
 from deid.dicom.writer import write_dicom
 from deid.verify.harvest import harvest_dicom, harvest_path
-from deid.verify.scan import _written_pieces, scan_encoded_dicom, scan_output
+from deid.verify.scan import scan_output
+from deid.verify.scan_encoded import _written_pieces, scan_encoded_dicom
 from deid.verify.values import LeakHit, PhiValue
 from tests.support.phi_fixtures import ALL_PHI, phi_dataset
 
