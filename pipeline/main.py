@@ -63,13 +63,14 @@ from pipeline.summary import summary_or_note
 from transforms.common import CountStatuses, DeidOutputs, ToDeadLetters
 from transforms.dicom import DeidentifyDicom
 from transforms.dicomweb import DicomwebDeidentify
-from transforms.files import is_out_of_space, is_out_of_space_text, remove_tree, run_scratch_location, run_staging_dir
+from transforms.files import is_out_of_space, is_out_of_space_text, remove_tree, run_staging_dir
 from transforms.healthcare import HealthcareDeidentify
 from transforms.listing import ListInputs, admit, input_pattern
 from transforms.progress import one, tap, tap_branch
 from transforms.qa import WriteQaReport
 from transforms.records import WriteRecords, dead_letter_audit, linkage_tables_present
 from transforms.review import WriteReviewPage
+from transforms.slide_files import run_scratch_location
 from transforms.wsi import DeidentifyWsi
 
 _LOG = logging.getLogger("deid")

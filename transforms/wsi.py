@@ -77,18 +77,11 @@ from transforms.common import (
     count_actions,
     load_run_key,
 )
-from transforms.files import (
-    SlideReaders,
-    localized,
-    make_scratch,
-    open_input,
-    output_path,
-    publish,
-    scratch_root,
-)
+from transforms.files import open_input, output_path, publish
 from transforms.progress import level0_tiles, slide_tiles, tap
 from transforms.qa import QA_TAG
 from transforms.review import held_audit, hold_slide
+from transforms.slide_files import SlideReaders, localized, make_scratch, scratch_root
 
 # Pyramid levels built per stage above the bands (see the module docstring): a band builds at least
 # one level, so the other 14 of at most 16 take 5 stages; a group is the 8x8 top tiles below one tile

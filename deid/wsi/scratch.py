@@ -2,7 +2,7 @@
 
 Elements carry names; bytes live here: one batch file per pyramid block (`deid.wsi.blocks`), and
 the label and macro kept. The implementations (worker-local files, Beam `FileSystems` for gs://
-scratch on Dataflow) are in `transforms.files`. Names are built from a keyed slide id and tile
+scratch on Dataflow) are in `transforms.slide_files`. Names are built from a keyed slide id and tile
 coordinates only, never from input names.
 """
 

@@ -11,7 +11,8 @@ from apache_beam.io.filesystem import BeamIOError
 
 from deid.errors import OutOfSpaceError
 from deid.keys import DeidKey
-from transforms.files import LocalScratch, is_out_of_space, no_space_is_fatal
+from transforms.files import is_out_of_space, no_space_is_fatal
+from transforms.slide_files import LocalScratch
 
 
 def _chained() -> RuntimeError:
@@ -71,7 +72,7 @@ def test_a_scratch_write_that_fails_leaves_no_partial_file(tmp_path: Path, monke
         def write(self, _data: bytes) -> int:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("transforms.files.open", FullDisk, raising=False)  # only the module's open()
+    monkeypatch.setattr("transforms.slide_files.open", FullDisk, raising=False)  # only the module's open()
     with pytest.raises(OutOfSpaceError):
         scratch.put("slide/0/1_2", b"tile")
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -15,7 +15,7 @@ from deid.verify.harvest import harvest_slidedat
 from deid.wsi import mirax
 from deid.wsi.leakcheck import harvest_slide
 from tests.support import mirax_factory
-from transforms.files import localize
+from transforms.slide_files import localize
 
 openslide = pytest.importorskip("openslide")
 

@@ -19,7 +19,7 @@ from deid.wsi.job import SlideJob, band_tasks, plan_job
 from deid.wsi.pyramid import build_band
 from deid.wsi.source import SlideReader
 from tests.support import wsi_factory
-from transforms.files import LocalScratch
+from transforms.slide_files import LocalScratch
 
 openslide = pytest.importorskip("openslide")
 

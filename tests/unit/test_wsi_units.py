@@ -17,7 +17,7 @@ from deid.wsi.source import SlideReader
 from deid.wsi.tiles import halve
 from tests.support import wsi_factory
 from tests.support.env import SHARED_DATA
-from transforms.files import LocalScratch
+from transforms.slide_files import LocalScratch
 
 openslide = pytest.importorskip("openslide")
 KEY = DeidKey(b"u" * 32)
