@@ -25,17 +25,22 @@ from transforms.listing import input_pattern
 # they break even with one process at about 1,000 CT files on idle cores and lose on busy ones
 # (README "Benchmarks"), so they start from 2,000 files.
 LOCAL_FILES_PER_WORKER = 1000
+# An input file at least this large (a JPEG-tiled slide of roughly 600 megapixels or more) gets all
+# cores whatever the number of files: its tile bands are spread over the worker processes. Measured
+# on 2 cores (README "Benchmarks"): a 109 MB 32k x 32k slide ran 37.6 s in process and 31.7 s on two
+# workers; a 27 MB 16k x 16k one 15.6 s and 16.2 s.
+LOCAL_BIG_INPUT_BYTES = 64 * 1024 * 1024
 _DIRECT_MODE = "--direct_running_mode"
 _DIRECT_WORKERS = "--direct_num_workers"
-
 
 
 def use_the_machine(options: PipelineOptions, argv: Sequence[str], location: str | None) -> None:
     """Local parallelism of a run without --runner, unless the user's own --direct_* options say.
 
     Neither --direct_running_mode nor --direct_num_workers given: `multi_processing` with one worker
-    per LOCAL_FILES_PER_WORKER input files, up to os.cpu_count(); with fewer than two such workers,
-    one in-process worker (`in_memory`), since worker processes would cost more than they save.
+    per LOCAL_FILES_PER_WORKER input files, up to os.cpu_count(), or all cores when one input file
+    holds at least LOCAL_BIG_INPUT_BYTES; otherwise one in-process worker (`in_memory`), since worker
+    processes would cost more than they save.
     Only a mode given: os.cpu_count() workers for a parallel mode. Only a number of workers given:
     `multi_processing` for more than one. DICOMweb and Healthcare API sources run in process.
     """
@@ -51,22 +56,24 @@ def use_the_machine(options: PipelineOptions, argv: Sequence[str], location: str
         workers = direct.direct_num_workers or cores
         direct.direct_running_mode = "multi_processing" if workers > 1 else "in_memory"
         return
-    workers = min(cores, _count_inputs(location, cores * LOCAL_FILES_PER_WORKER) // LOCAL_FILES_PER_WORKER)
+    count, largest = _list_inputs(location, cores * LOCAL_FILES_PER_WORKER)
+    workers = cores if largest >= LOCAL_BIG_INPUT_BYTES else min(cores, count // LOCAL_FILES_PER_WORKER)
     if workers >= 2:
         direct.direct_running_mode, direct.direct_num_workers = "multi_processing", workers
     else:
         direct.direct_running_mode, direct.direct_num_workers = "in_memory", 1
 
 
-def _count_inputs(location: str | None, limit: int) -> int:
-    """How many files --input matches, counting up to `limit`; 0 when it cannot be listed (the run
-    reports that itself, before any work)."""
+def _list_inputs(location: str | None, limit: int) -> tuple[int, int]:
+    """(how many files --input matches, counting up to `limit`; the largest one's size in bytes);
+    (0, 0) when it cannot be listed (the run reports that itself, before any work)."""
     if not location:
-        return 0
+        return 0, 0
     try:
-        return len(FileSystems.match([input_pattern(location)], limits=[limit])[0].metadata_list)
+        listed = FileSystems.match([input_pattern(location)], limits=[limit])[0].metadata_list
     except Exception:  # noqa: BLE001 - a listing failure is _check_input_matches's to report
-        return 0
+        return 0, 0
+    return len(listed), max((m.size_in_bytes or 0 for m in listed), default=0)
 
 
 def default_runner(argv: Sequence[str], options: PipelineOptions) -> PipelineRunner | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions
 
-from pipeline.local_runner import LOCAL_FILES_PER_WORKER, default_runner
+from pipeline.local_runner import LOCAL_BIG_INPUT_BYTES, LOCAL_FILES_PER_WORKER, default_runner
 from pipeline.main import pipeline_options_from_argv
 from tests.support.env import REPO_ROOT
 from tests.support.phi_fixtures import write_phi_dicoms
@@ -107,6 +107,15 @@ def test_the_default_uses_all_cores_only_for_inputs_large_enough(
             (folder / f"{index}.dcm").write_bytes(b"")
     assert _direct(["--input", str(small)]) == ("in_memory", 1)
     assert _direct(["--input", str(large)]) == ("multi_processing", 3)  # one worker per share of files
+    # One input large enough (a big slide, split into tile bands) gets every core on its own.
+    big = tmp_path / "big"
+    big.mkdir()
+    with open(big / "slide.svs", "wb") as handle:
+        handle.truncate(LOCAL_BIG_INPUT_BYTES)  # sparse: the listing's size is what counts
+    assert _direct(["--input", str(big)]) == ("multi_processing", 4)
+    with open(big / "slide.svs", "wb") as handle:
+        handle.truncate(LOCAL_BIG_INPUT_BYTES - 1)
+    assert _direct(["--input", str(big)]) == ("in_memory", 1)
     # The user's own --direct_* options win; one of them sets the other sensibly.
     assert _direct(["--input", str(large), "--direct_num_workers=1"]) == ("in_memory", 1)
     assert _direct(["--input", str(small), "--direct_num_workers=2"]) == ("multi_processing", 2)
