@@ -6,6 +6,9 @@ and vendor words ('GE', 'LEE' in a kernel name) and quarantine ordinary files. A
 only because the user named it in --keep, though, is free text the profile would have removed (a
 StudyDescription 'follow-up Roe'): there every component of every person name of the input, of any
 length from 2 characters, is searched as a whole token (no letter or digit on either side).
+Name prefixes and suffixes ('Mr', 'Dr', 'Jr') are not searched: they name no one, and 'MR' is a
+modality. A kept description holding a short word that happens to equal a name part ('HE stain' and
+a patient named He) quarantines: a false positive on the safe side, and only under --keep.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from deid.verify.values import MIN_LEN, LeakHit, element_texts, name_parts
 
 _SHORT_MIN = 2
 _LETTERS = re.compile(r"[^\W\d_]+")
+# Prefixes and suffixes of a name say nothing of who it is, and some are also clinical words ('MR').
+_HONORIFICS = frozenset({"mr", "mrs", "ms", "dr", "jr", "sr", "md", "do", "rn", "phd", "ii", "iii", "iv"})
 
 
 def short_name_parts(ds: Any) -> dict[str, str]:
@@ -30,8 +35,12 @@ def short_name_parts(ds: Any) -> dict[str, str]:
             continue
         for text in element_texts(elem):
             for group in text.split("="):
-                for part in name_parts(group):
-                    word = part.strip(" .")
+                # FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX: the last two are not the person's names.
+                parts = name_parts("^".join(group.split("^")[:3])) if "^" in group else name_parts(group)
+                for part in parts:
+                    word = part.strip(" .,")
+                    if word.casefold() in _HONORIFICS:
+                        continue
                     if _SHORT_MIN <= len(word) < MIN_LEN and _LETTERS.fullmatch(word):
                         found.setdefault(word.casefold(), elem.keyword or "person name")
     return found

@@ -119,3 +119,9 @@ def test_a_short_name_part_inside_a_longer_word_is_no_leak() -> None:
     """Whole tokens only: 'Roe' inside 'Roentgen' is not the name."""
     result = _kept_study_description_with_names("CT chest Roentgen view", "Roe^Jane", "Smithfield^Alan")
     assert not result.leaked
+
+
+def test_a_name_prefix_equal_to_a_modality_is_no_leak() -> None:
+    """'Mr' (the name's prefix) is not searched: 'MR brain' stays publishable."""
+    result = _kept_study_description_with_names("MR brain follow-up", "Smithfield^Janet^^Mr", "Jones^Alan")
+    assert not result.leaked
