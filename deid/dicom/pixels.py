@@ -122,7 +122,12 @@ def redact_dicom_frames(
     decoded: list[np.ndarray] = []
     redacted: list[bool] = []
     photometric_out = layout.photometric
-    iterator = decoder.iter_array(ds, as_rgb=True)
+    options: dict[str, Any] = {}
+    if layout.samples > 1 and "PlanarConfiguration" not in ds and syntax.is_compressed:
+        # Type 1C but missing in real files (a VL slide-coordinates JPEG, ../shared/data): a
+        # compressed frame's codec fixes the sample order, so the value pydicom insists on is moot.
+        options["planar_configuration"] = 0
+    iterator = decoder.iter_array(ds, as_rgb=True, **options)
     while True:
         try:
             array, overrides = next(iterator)
@@ -150,6 +155,8 @@ def redact_dicom_frames(
         raise PixelDecodeError(f"decoded {len(decoded)} frames where NumberOfFrames declares {layout.frames}")
     counts["frames_redacted"] = sum(redacted)
 
+    if options:
+        ds.PlanarConfiguration = 0  # the Type 1C value the frames were decoded with (and are written back in)
     if any(redacted):
         changed_syntax = _write(ds, syntax, layout, photometric_out, decoded, redacted)
         counts["transfer_syntax_changed"] = int(changed_syntax)

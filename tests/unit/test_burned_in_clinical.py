@@ -198,3 +198,21 @@ def test_palette_colour_ultrasound_is_redacted_in_its_own_palette() -> None:
     assert band.mean() > 0.05
     fan = (slice(90, 140), slice(380, 540))  # ultrasound image, no text: the colours shown are unchanged
     assert np.array_equal(shown_before[fan], shown_after[fan])
+
+
+def test_a_colour_jpeg_without_planar_configuration_is_searched() -> None:
+    """A real VL slide-coordinates image (JPEG baseline, YBR_FULL_422, three samples) lacks the Type
+    1C PlanarConfiguration, which pydicom's decoder requires: the codec fixes the sample order, so
+    it is searched (and published) instead of ending as a pixel_decode dead letter."""
+    path = SHARED_DATA / "wsi_samples" / "dicom" / "gcp-slide-coordinates.dcm"
+    if not path.is_file():
+        pytest.skip("../shared/data/wsi_samples/dicom is not beside this checkout")
+    data = path.read_bytes()
+    header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    assert "PlanarConfiguration" not in header and int(header.SamplesPerPixel) == 3
+    settings = _settings()
+    result = deidentify_instance(data, settings, KEY, InstanceSource(hashlib.sha256(data).hexdigest()))
+    assert not result.leaked
+    assert result.actions["pixels_frames_searched"] == 1
+    out = pydicom.dcmread(io.BytesIO(result.payload))
+    assert out.pixel_array.shape == (int(header.Rows), int(header.Columns), 3)
