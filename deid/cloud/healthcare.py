@@ -23,11 +23,11 @@ from typing import Any
 
 import google.auth
 import requests
-from google.auth.exceptions import DefaultCredentialsError, RefreshError, TransportError
+from google.auth.exceptions import DefaultCredentialsError
 from google.auth.transport.requests import AuthorizedSession
 
 from deid.cloud.dicomweb import make_client, store_datasets
-from deid.cloud.retry import RETRYABLE_STATUSES, Backoff, retry_after_seconds
+from deid.cloud.retry import Backoff, send_with_retries
 from deid.errors import ConfigError, DeidError
 from deid.settings import FILTER_PROFILES, TEXT_REDACTION_MODES, split_list
 
@@ -305,39 +305,30 @@ class HealthcareClient:
     ) -> dict[str, Any]:
         """One REST call, retried on 408/429/5xx and connection errors; returns the JSON body."""
         url = f"{self.endpoint}/{path.lstrip('/')}"
-        delays = self.retry.delays(self._rng)
-        while True:
+        response, gave_up = send_with_retries(
+            lambda: self.session.request(method, url, json=json, params=params, timeout=self.timeout_s),
+            self.retry.delays(self._rng),
+            lambda seconds, reason: self._pause(seconds, what, reason),
+            refresh_failed=lambda: HealthcareApiError(
+                f"Healthcare API {what}: the credentials could not be refreshed (expired or revoked); "
+                "run `gcloud auth application-default login` or check GOOGLE_APPLICATION_CREDENTIALS"
+            ),
+            unreachable=lambda kind: HealthcareApiError(
+                f"Healthcare API {what}: {kind} after {self.retry.attempts} attempts; "
+                "check --healthcare_api_endpoint and the network"
+            ),
+            retry_after_cap_s=self.retry.cap_s,
+        )
+        if response.status_code < 400:
             try:
-                response = self.session.request(method, url, json=json, params=params, timeout=self.timeout_s)
-            except RefreshError:
-                raise HealthcareApiError(
-                    f"Healthcare API {what}: the credentials could not be refreshed (expired or revoked); "
-                    "run `gcloud auth application-default login` or check GOOGLE_APPLICATION_CREDENTIALS"
-                ) from None
-            except (requests.ConnectionError, requests.Timeout, TransportError) as exc:
-                wait = next(delays, None)
-                if wait is None:
-                    raise HealthcareApiError(
-                        f"Healthcare API {what}: {type(exc).__name__} after {self.retry.attempts} attempts; "
-                        "check --healthcare_api_endpoint and the network"
-                    ) from None
-                self._pause(wait, what, type(exc).__name__)
-                continue
-            if response.status_code < 400:
-                try:
-                    body = response.json() if response.content else {}
-                except ValueError:
-                    raise HealthcareApiError(f"Healthcare API {what}: the response is not JSON") from None
-                return body if isinstance(body, dict) else {"value": body}
-            if response.status_code in RETRYABLE_STATUSES:
-                wait = next(delays, None)
-                if wait is not None:
-                    hinted = retry_after_seconds(response.headers.get("Retry-After"), self.retry.cap_s)
-                    self._pause(hinted if hinted is not None else wait, what, str(response.status_code))
-                    continue
-                error = explain(response, what)
-                raise HealthcareApiError(f"{error} (gave up after {self.retry.attempts} attempts)", error.status)
-            raise explain(response, what)
+                body = response.json() if response.content else {}
+            except ValueError:
+                raise HealthcareApiError(f"Healthcare API {what}: the response is not JSON") from None
+            return body if isinstance(body, dict) else {"value": body}
+        error = explain(response, what)
+        if gave_up:
+            raise HealthcareApiError(f"{error} (gave up after {self.retry.attempts} attempts)", error.status)
+        raise error
 
     def _pause(self, seconds: float, what: str, reason: str) -> None:
         self.retries += 1

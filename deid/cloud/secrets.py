@@ -23,10 +23,10 @@ from collections.abc import Callable
 import google.auth
 import google_crc32c
 import requests
-from google.auth.exceptions import DefaultCredentialsError, RefreshError, TransportError
+from google.auth.exceptions import DefaultCredentialsError
 from google.auth.transport.requests import AuthorizedSession
 
-from deid.cloud.retry import RETRYABLE_STATUSES, Backoff
+from deid.cloud.retry import Backoff, send_with_retries
 from deid.errors import ConfigError
 
 DEFAULT_ENDPOINT = "https://secretmanager.googleapis.com/v1"
@@ -143,34 +143,23 @@ def access_secret_version(
     url = f"{(endpoint or DEFAULT_ENDPOINT).rstrip('/')}/{name}:access"
     session = session if session is not None else default_session()
     retry = retry or Backoff(attempts=5, initial_s=0.5, cap_s=8.0)
-    delays = retry.delays()
-    while True:
+    response, _ = send_with_retries(
+        lambda: session.get(url, timeout=timeout_s),
+        retry.delays(),
+        lambda seconds, _reason: sleep(seconds),
+        refresh_failed=lambda: SecretAccessError(
+            f"{what}: the credentials could not be refreshed (expired or revoked); check "
+            "GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth application-default login`"
+        ),
+        unreachable=lambda kind: SecretAccessError(
+            f"{what}: {kind} after {retry.attempts} attempts; check --secret_manager_endpoint and the network"
+        ),
+    )
+    if response.status_code < 400:
         try:
-            response = session.get(url, timeout=timeout_s)
-        except RefreshError:
-            raise SecretAccessError(
-                f"{what}: the credentials could not be refreshed (expired or revoked); check "
-                "GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth application-default login`"
-            ) from None
-        except (requests.ConnectionError, requests.Timeout, TransportError) as exc:
-            wait = next(delays, None)
-            if wait is None:
-                raise SecretAccessError(
-                    f"{what}: {type(exc).__name__} after {retry.attempts} attempts; check "
-                    "--secret_manager_endpoint and the network"
-                ) from None
-            sleep(wait)
-            continue
-        if response.status_code < 400:
-            try:
-                body = response.json()
-            except ValueError:
-                raise SecretAccessError(f"{what}: the response is not JSON", response.status_code) from None
-            return _payload(body, what)
-        if response.status_code in RETRYABLE_STATUSES:
-            wait = next(delays, None)
-            if wait is not None:
-                sleep(wait)
-                continue
-        status = response.status_code
-        raise SecretAccessError(f"{what}: HTTP {status} {_status_word(response)}: {_hint(status)}", status)
+            body = response.json()
+        except ValueError:
+            raise SecretAccessError(f"{what}: the response is not JSON", response.status_code) from None
+        return _payload(body, what)
+    status = response.status_code
+    raise SecretAccessError(f"{what}: HTTP {status} {_status_word(response)}: {_hint(status)}", status)
