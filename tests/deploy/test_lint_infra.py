@@ -80,7 +80,7 @@ def test_a_skipped_step_fails_in_ci(tmp_path: Path) -> None:
 def test_ci_sets_the_ci_mode_and_runs_every_make_step() -> None:
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert "export DEID_CI=1" in ci
-    assert "make -k test" in ci and "make check-image-env" in ci
+    assert "MAKEFLAGS=-k make test" in ci and "make check-image-env" in ci
     makefile = (REPO_ROOT / "Makefile").read_text()
     assert "\ncheck-image-env:\n\tbash scripts/check_image_env.sh\n" in makefile
     # The slow image check is not part of `make test`.
