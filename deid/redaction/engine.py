@@ -5,7 +5,9 @@ each side. Text detection (and OCR) runs on the whole window, so a text line tha
 edge or corner is seen whole from each tile that holds part of it; the resulting mask is then cut
 back to the core. Detection uses absolute thresholds and a fixed sampling grid, and the window is
 trimmed so its origin sits on that grid, so neighbouring tiles make the same decision about the
-same text. User regions are intersected with the core. A core with nothing to redact comes back
+same text. A slide band searches a whole row of windows in a few wide pieces instead (`find_text`
+on the piece, then `clip_to_core` per tile: deid/wsi/pyramid.py). User regions are intersected with
+the core. A core with nothing to redact comes back
 unchanged with `changed=False`, so the caller can pass the original compressed tile through.
 
 Every text box is a scored candidate (deid/redaction/confidence.py). With a review threshold, only
@@ -16,6 +18,7 @@ strict detector (or OCR) finds is redacted and nothing is left pending.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,13 +110,16 @@ def redact_window(
     black_value: int | float = 0,
     params: DetectParams = DEFAULT_PARAMS,
     gray: np.ndarray | None = None,
+    found: Sequence[FoundText] | None = None,
 ) -> RedactionOutcome:
     """Redact the `core` of an overlapped `window` whose pixel (0, 0) is level-0 `window_origin`.
 
     `window` is H x W or H x W x C (uint8 for text detection and inpaint); `core` must lie inside
     it. `gray`, when given, is `detect.to_gray(window)` made by the caller (a slide band makes it
-    once for all its windows), which text detection then reads. Returns the core's pixels (a new
-    array) and the level-0 boxes redacted within the core.
+    once for all its windows), which text detection then reads. `found`, when given, is what
+    `find_text` found on a larger window holding this one (a row of a slide band searches its
+    tiles in a few pieces rather than one window each): detection does not run again. Returns the
+    core's pixels (a new array) and the level-0 boxes redacted within the core.
     """
     ox, oy = window_origin
     height, width = window.shape[:2]
@@ -131,8 +137,9 @@ def redact_window(
             regions.append(clipped)
     text: list[Candidate] = []
     if config.text_mode != "off":
-        found = _text_boxes(window, (ox, oy), core, config, params, gray)
-        text = settle(found, config.review_threshold, regions)
+        if found is None:
+            found = find_text(window, (ox, oy), core, config, params, gray)
+        text = settle(clip_to_core(found, core), config.review_threshold, regions)
     candidates = tuple(Candidate(b, 1.0, "region") for b in geometry.unique(regions)) + tuple(text)
     boxes = geometry.unique([*regions, *(c.box for c in text if c.status == "redacted")])
     if not boxes:
@@ -161,31 +168,41 @@ def redact_image(
     return redact_window(image, (0, 0), Box(0, 0, width, height), config, black_value=black_value, params=params)
 
 
-def _text_boxes(
+@dataclass(frozen=True)
+class FoundText:
+    """A text box found on a detection window: level-0, not yet cut to any tile's core."""
+
+    box: Box
+    score: float
+    kind: str  # "detect" or "ocr"
+
+
+def find_text(
     window: np.ndarray,
     origin: tuple[int, int],
-    core: Box,
+    span: Box,
     config: RedactionConfig,
-    params: DetectParams,
+    params: DetectParams = DEFAULT_PARAMS,
     gray: np.ndarray | None = None,
-) -> list[Candidate]:
-    """Detected (and, in ocr mode, confirmed) text boxes touching the core with their scores,
-    level-0, clipped to it. Near misses and undecided OCR boxes only when reviewing."""
+) -> tuple[FoundText, ...]:
+    """Detected (and, in ocr mode, confirmed) text boxes of `window` (pixel (0, 0) at level-0
+    `origin`) that touch `span`, the cores the window is searched for, with their scores. Near
+    misses and undecided OCR boxes only when reviewing."""
     ox, oy = origin
     # Trim the window so detection samples the level-0 grid the same way from every window.
     step = grid(params)
     tx, ty = (-ox) % step, (-oy) % step
-    if tx > core.x - ox or ty > core.y - oy:
+    if tx > span.x - ox or ty > span.y - oy:
         tx = ty = 0  # an unaligned window flush with its core: keep every core pixel in view
     sub = window[ty:, tx:]
     if sub.shape[0] == 0 or sub.shape[1] == 0:
-        return []
+        return ()
     lines = detect_text_lines(sub if gray is None else gray[ty:, tx:], params, near_misses=config.reviewing)
     sx, sy = ox + tx, oy + ty
     touching = [
         (line.box, detect_score(line))
         for line in lines
-        if geometry.intersect(Box(line.box.x + sx, line.box.y + sy, line.box.width, line.box.height), core)
+        if geometry.intersect(Box(line.box.x + sx, line.box.y + sy, line.box.width, line.box.height), span)
         is not None
     ]
     kind = "detect"
@@ -194,9 +211,14 @@ def _text_boxes(
         touching = ocr_scored(
             sub, [b for b, _ in touching], [s for _, s in touching], config, undecided=config.reviewing
         )
+    return tuple(FoundText(Box(b.x + sx, b.y + sy, b.width, b.height), score, kind) for b, score in touching)
+
+
+def clip_to_core(found: Sequence[FoundText], core: Box) -> list[Candidate]:
+    """The found boxes that touch `core`, cut to it, as scored candidates."""
     clipped = []
-    for b, score in touching:
-        inside = geometry.intersect(Box(b.x + sx, b.y + sy, b.width, b.height), core)
+    for text in found:
+        inside = geometry.intersect(text.box, core)
         if inside is not None:
-            clipped.append(Candidate(inside, score, kind))
+            clipped.append(Candidate(inside, text.score, text.kind))
     return clipped

@@ -25,6 +25,7 @@ import numpy as np
 from deid.errors import SlideReadError
 from deid.redaction.confidence import Candidate
 from deid.redaction.detect import to_gray
+from deid.redaction.engine import FoundText, find_text
 from deid.settings import Box
 from deid.wsi.blocks import (
     INDEX_DTYPE,
@@ -50,6 +51,7 @@ from deid.wsi.tiles import (
     copyable,
     encode_tile,
     halve,
+    piece_tiles,
     plan_tile,
     redact_tile,
 )
@@ -285,7 +287,7 @@ def _redact_band(reader: SlideReader, band: TileBand, block: _Block, mapper: Map
         ]
         todo = [plan for plan in plans if plan.needs_pixels or single]
         # Pixels are read here (the reader is not thread-safe) and handed to the pool as they come.
-        windows: Iterable[tuple[TilePlan, np.ndarray, np.ndarray | None]]
+        windows: Iterable[tuple[TilePlan, np.ndarray, np.ndarray | None, tuple[FoundText, ...] | None]]
         if todo and len(todo) == len(plans):
             # The whole row is read: one strip (and its grey copy for text detection) holds every
             # window, as a view. The same pixels as window by window, copied and converted once.
@@ -293,10 +295,14 @@ def _redact_band(reader: SlideReader, band: TileBand, block: _Block, mapper: Map
             reader.prefetch_windows([strip], ctx.tile, mapper)
             pixels = reader.read_window(strip, ctx.tile)
             gray = to_gray(pixels) if ctx.redaction.text_mode != "off" else None
-            windows = ((plan, _crop(pixels, strip, plan.read_box), _view(gray, strip, plan.read_box)) for plan in todo)
+            found = _find_in_pieces(ctx, todo, pixels, gray, strip, mapper) if gray is not None else {}
+            windows = (
+                (plan, _crop(pixels, strip, plan.read_box), _view(gray, strip, plan.read_box), found.get(plan.col))
+                for plan in todo
+            )
         else:
             reader.prefetch_windows([plan.read_box for plan in todo], ctx.tile, mapper)
-            windows = ((plan, reader.read_window(plan.read_box, ctx.tile), None) for plan in todo)
+            windows = ((plan, reader.read_window(plan.read_box, ctx.tile), None, None) for plan in todo)
         done = {tile.col: (tile, data, red) for tile, data, red in mapper(lambda job: _level0(ctx, *job), windows)}
         tiles = []
         for plan in plans:
@@ -311,6 +317,32 @@ def _redact_band(reader: SlideReader, band: TileBand, block: _Block, mapper: Map
             tiles.append(tile)
         block.add_row(0, row, tiles)
     return boxes, box_list
+
+
+def _find_in_pieces(
+    ctx: TileContext, plans: list[TilePlan], pixels: np.ndarray, gray: np.ndarray, strip: Box, mapper: Mapper
+) -> dict[int, tuple[FoundText, ...]]:
+    """The text of a whole row of windows (`plans`, every tile of the row, read as `strip`), found
+    piece by piece: `piece_tiles` tiles' cores with the overlap on each side, one piece per pool
+    task. A few wide windows cost about half of one window per tile (measured on a 16k x 16k slide:
+    1.4 s against 2.7 s on one core; the overlap is searched once, not twice), and a line across a
+    tile edge inside a piece is seen whole. Pieces start at fixed columns, so the result does not
+    depend on how many cores run it. Returns each tile's column -> the text of its piece."""
+    size = piece_tiles(ctx.tile)
+    groups: dict[int, list[TilePlan]] = {}
+    for plan in plans:
+        groups.setdefault(plan.col // size, []).append(plan)
+
+    def search(group: list[TilePlan]) -> tuple[FoundText, ...]:
+        box = _union([plan.read_box for plan in group])
+        span = _union([plan.core for plan in group])
+        return find_text(_crop(pixels, strip, box), (box.x, box.y), span, ctx.redaction, gray=_crop(gray, strip, box))
+
+    found: dict[int, tuple[FoundText, ...]] = {}
+    for group, texts in zip(groups.values(), mapper(search, list(groups.values())), strict=True):
+        for plan in group:
+            found[plan.col] = texts
+    return found
 
 
 def _union(boxes: list[Box]) -> Box:
@@ -330,10 +362,14 @@ def _view(pixels: np.ndarray | None, strip: Box, box: Box) -> np.ndarray | None:
 
 
 def _level0(
-    ctx: TileContext, plan: TilePlan, window: np.ndarray, gray: np.ndarray | None
+    ctx: TileContext,
+    plan: TilePlan,
+    window: np.ndarray,
+    gray: np.ndarray | None,
+    found: tuple[FoundText, ...] | None,
 ) -> tuple[_Tile, bytes | None, Redacted]:
     """Runs in the pool: redact one tile, encode it unless it is copied, halve it for its parent."""
-    red = redact_tile(plan, window, ctx.redaction, gray)
+    red = redact_tile(plan, window, ctx.redaction, gray, found)
     copied = plan.copy_candidate and not red.changed
     data = None if copied else encode_tile(red.pixels, ctx.tile, ctx.codecs[0], ctx.quality)
     if ctx.level_count == 1:

@@ -5,6 +5,7 @@ band in memory; elements (`TileBand`, `TileTask`) hold coordinates only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -13,7 +14,7 @@ import numpy as np
 
 from deid.errors import SlideReadError
 from deid.redaction.confidence import Candidate
-from deid.redaction.engine import RedactionConfig, redact_window
+from deid.redaction.engine import FoundText, RedactionConfig, redact_window
 from deid.settings import Box
 from deid.wsi.grid import LevelShape, TileGrid, core_box, intersect
 from deid.wsi.jpeg import SUBSAMPLING_NAMES
@@ -24,6 +25,9 @@ MAX_TILE_BOXES = 32
 # A band is the square of 2**k level-0 tiles that fits this many pixels a side (at least 2 x 2 tiles):
 # 16 x 16 tiles of 256 px, 8 x 8 of 512. Its reduced levels up to its one top tile lie inside it.
 BAND_PIXELS = 4096
+# Text is searched for on pieces of a band's row about this many pixels of cores wide, plus the
+# overlap on each side (deid.wsi.pyramid): two pieces per 4096-pixel row, one per core of 2 cores.
+PIECE_PIXELS = 2048
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,11 @@ def band_levels(tile: int, level_count: int) -> int:
     2**k * tile <= BAND_PIXELS (at least 1), and never past the pyramid's top."""
     k = max(1, (BAND_PIXELS // tile).bit_length() - 1)
     return max(0, min(k, level_count - 1))
+
+
+def piece_tiles(tile: int) -> int:
+    """Tiles per piece of a row that text is searched on at once (PIECE_PIXELS of cores, at least one)."""
+    return max(1, PIECE_PIXELS // tile)
 
 
 @dataclass(frozen=True)
@@ -250,24 +259,29 @@ class Redacted:
 
 
 def redact_tile(
-    plan: TilePlan, window: np.ndarray, config: RedactionConfig, gray: np.ndarray | None = None
+    plan: TilePlan,
+    window: np.ndarray,
+    config: RedactionConfig,
+    gray: np.ndarray | None = None,
+    found: Sequence[FoundText] | None = None,
 ) -> Redacted:
     """The tile's core from its window (`plan.read_box`), redacted when the engine runs. `window`
-    may be a view into a larger array; `gray`, if given, is its grey version for text detection."""
+    may be a view into a larger array; `gray`, if given, is its grey version for text detection.
+    `found`: the text already found on a piece of its row holding this window (`find_text`)."""
     core, box = plan.core, plan.read_box
     changed, boxes = False, 0
     box_list: tuple[Box, ...] = ()
     uncertain: tuple[Candidate, ...] = ()
     if not plan.engine:
         pixels = window
-    elif not plan.region_hit and clearly_background(window):
+    elif found is None and not plan.region_hit and clearly_background(window):
         # No stroke can reach the detector's threshold: nothing to find, skip detection.
         top, left = core.y - box.y, core.x - box.x
         pixels = window[top : top + core.height, left : left + core.width]
     else:
         if config.fill != "black":
             window = np.ascontiguousarray(window)  # blur and inpaint work on the window itself
-        outcome = redact_window(window, (box.x, box.y), core, config, gray=gray)
+        outcome = redact_window(window, (box.x, box.y), core, config, gray=gray, found=found)
         pixels = np.asarray(outcome.pixels)
         changed = bool(outcome.changed)
         if changed:

@@ -63,15 +63,15 @@ def draw_text(image: np.ndarray, x: int, y: int, text: str = TEXT, scale: float 
 
 
 def level0_image(
-    width: int, height: int, text_corner: tuple[int, int] | None
+    width: int, height: int, text_corner: tuple[int, int] | None, text: str = TEXT
 ) -> tuple[np.ndarray, TextPlacement | None]:
     image = tissue(width, height)
     placement = None
     if text_corner is not None:
         cx, cy = text_corner
         # centred on the corner so it crosses four tiles
-        (tw, th), _ = cv2.getTextSize(TEXT, cv2.FONT_HERSHEY_SIMPLEX, 1.6, 3)
-        placement = draw_text(image, cx - tw // 2, cy - th // 2)
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 1.6, 3)
+        placement = draw_text(image, cx - tw // 2, cy - th // 2, text)
     return image, placement
 
 
@@ -119,9 +119,10 @@ def write_aperio_svs(
     label: bool = True,
     macro: bool = True,
     photometric: str = "rgb",
+    text: str = TEXT,
 ) -> TextPlacement | None:
     """An Aperio-style SVS: JPEG tiles, a thumbnail, label (LZW) and macro (JPEG), PHI in descriptions."""
-    image, placement = level0_image(width, height, text_corner)
+    image, placement = level0_image(width, height, text_corner, text)
     levels = _pyramid(image, downsamples)
     desc = aperio_description(width, height, tile)
     with tifffile.TiffWriter(path) as tif:

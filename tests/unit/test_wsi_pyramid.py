@@ -11,13 +11,16 @@ import pytest
 
 from deid.classify import InputRef
 from deid.errors import SlideReadError, UnsupportedFormatError
+from deid.redaction import engine
 from deid.redaction.engine import RedactionConfig
+from deid.redaction.geometry import boxes_mask
 from deid.settings import Box, WsiSettings
 from deid.wsi import source
 from deid.wsi.blocks import ORIGIN_BATCH, ORIGIN_SOURCE, BlockResult, TileIndex, unpack_lossless
 from deid.wsi.job import SlideJob, band_tasks, plan_job
 from deid.wsi.pyramid import build_band
 from deid.wsi.source import SlideReader
+from deid.wsi.tiles import piece_tiles
 from tests.support import wsi_factory
 from transforms.slide_files import LocalScratch
 
@@ -115,3 +118,39 @@ def test_the_index_raises_a_failed_block_and_a_missing_tile(pow2_slide: Path, tm
     partial = BlockResult("P", 0, 2, 0, 0, index=block.entries()[:-1].tobytes())
     with pytest.raises(SlideReadError, match="missing"):
         TileIndex(job.levels, [partial])
+
+
+LONG_LINE = "PATIENT DOE JANE MRN 123456 DOB 1961"
+
+
+def test_a_row_is_searched_for_text_piece_by_piece_and_a_long_line_is_redacted_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line about 900 px long over four 256-px tiles: each row of the band is one detection call
+    (a piece is piece_tiles(256) = 8 tiles wide, more than the row), not one per tile, and the
+    redacted boxes hold every pixel of its ink."""
+    path = tmp_path / "long.svs"
+    placement = wsi_factory.write_aperio_svs(
+        path, 1024, 512, 256, text_corner=(512, 256), label=False, macro=False, text=LONG_LINE
+    )
+    assert placement is not None and placement.width > 3 * 256 and piece_tiles(256) == 8
+    calls: list[tuple[int, ...]] = []
+    real = engine.detect_text_lines
+
+    def counting(image: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        calls.append(image.shape)
+        return real(image, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "detect_text_lines", counting)
+    reader, job = _job(path, RedactionConfig(text_mode="detect"))
+    (band,) = list(band_tasks(job))
+    block, _ = build_band(reader, band, LocalScratch(str(tmp_path)))
+    reader.close()
+    assert not block.failed and band.rows == 2 and band.cols == 4
+    # One call per row, on the row's whole width (the cores plus the overlap inside the slide).
+    assert len(calls) == 2 and all(shape[1] >= 1024 - 8 for shape in calls)
+    clean, _ = wsi_factory.level0_image(1024, 512, None)
+    drawn, _ = wsi_factory.level0_image(1024, 512, (512, 256), LONG_LINE)
+    ink = np.abs(drawn.astype(np.int16) - clean.astype(np.int16)).max(axis=2) > 60
+    covered = boxes_mask(list(block.box_list), 512, 1024)
+    assert ink.sum() > 1000 and (ink & covered).sum() / ink.sum() >= 0.99
