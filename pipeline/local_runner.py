@@ -20,11 +20,11 @@ from apache_beam.runners.runner import PipelineRunner
 from transforms.listing import input_pattern
 
 # Without --runner: one SDK worker process per this many input files, up to all cores; an input
-# too small for two runs in this process. Two worker processes cost ~8-10 s of CPU and 4-5 s on an
-# idle 2-core machine to start and stop (each imports Beam and our code, ~3.3 s of CPU): measured,
-# they break even with one process at about 1,000 CT files on idle cores and lose on busy ones
-# (README "Benchmarks"), so they start from 2,000 files.
-LOCAL_FILES_PER_WORKER = 1000
+# too small for two runs in this process. Two worker processes cost ~6 s of CPU to start and stop
+# (each imports Beam and our code): measured on an idle 2-core machine (README "Benchmarks"), 500
+# CT files took 12.4-13.5 s either way and 1,000 files 15.5-16.0 s on two workers against 17.5-18.3 s
+# in process, so they start from 1,000 files (on busy cores the extra CPU weighs more).
+LOCAL_FILES_PER_WORKER = 500
 # An input file at least this large (a JPEG-tiled slide of roughly 600 megapixels or more) gets all
 # cores whatever the number of files: its tile bands are spread over the worker processes. Measured
 # on 2 cores (README "Benchmarks"): a 109 MB 32k x 32k slide ran 37.6 s in process and 31.7 s on two
