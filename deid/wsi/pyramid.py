@@ -295,11 +295,9 @@ def _redact_band(reader: SlideReader, band: TileBand, block: _Block, mapper: Map
             reader.prefetch_windows([strip], ctx.tile, mapper)
             pixels = reader.read_window(strip, ctx.tile)
             gray = to_gray(pixels) if ctx.redaction.text_mode != "off" else None
+            # With text detection on, each tile takes the text of its piece of the row (no detection of its own).
             found = _find_in_pieces(ctx, todo, pixels, gray, strip, mapper) if gray is not None else {}
-            windows = (
-                (plan, _crop(pixels, strip, plan.read_box), _view(gray, strip, plan.read_box), found.get(plan.col))
-                for plan in todo
-            )
+            windows = ((plan, _crop(pixels, strip, plan.read_box), None, found.get(plan.col)) for plan in todo)
         else:
             reader.prefetch_windows([plan.read_box for plan in todo], ctx.tile, mapper)
             windows = ((plan, reader.read_window(plan.read_box, ctx.tile), None, None) for plan in todo)
@@ -324,9 +322,9 @@ def _find_in_pieces(
 ) -> dict[int, tuple[FoundText, ...]]:
     """The text of a whole row of windows (`plans`, every tile of the row, read as `strip`), found
     piece by piece: `piece_tiles` tiles' cores with the overlap on each side, one piece per pool
-    task. A few wide windows cost about half of one window per tile (measured on a 16k x 16k slide:
-    1.4 s against 2.7 s on one core; the overlap is searched once, not twice), and a line across a
-    tile edge inside a piece is seen whole. Pieces start at fixed columns, so the result does not
+    task. A few wide windows cost 0.4 of one window per tile (`python bench/text_pieces.py`;
+    the overlap is searched once, not twice), and a line across a tile edge inside a piece is seen
+    whole. Pieces start at fixed columns, so the result does not
     depend on how many cores run it. Returns each tile's column -> the text of its piece."""
     size = piece_tiles(ctx.tile)
     groups: dict[int, list[TilePlan]] = {}
@@ -355,10 +353,6 @@ def _crop(pixels: np.ndarray, strip: Box, box: Box) -> np.ndarray:
     """The part of `pixels` (read for `strip`) under `box`, as a view."""
     x, y = box.x - strip.x, box.y - strip.y
     return pixels[y : y + box.height, x : x + box.width]
-
-
-def _view(pixels: np.ndarray | None, strip: Box, box: Box) -> np.ndarray | None:
-    return None if pixels is None else _crop(pixels, strip, box)
 
 
 def _level0(

@@ -26,7 +26,7 @@ MAX_TILE_BOXES = 32
 # 16 x 16 tiles of 256 px, 8 x 8 of 512. Its reduced levels up to its one top tile lie inside it.
 BAND_PIXELS = 4096
 # Text is searched for on pieces of a band's row about this many pixels of cores wide, plus the
-# overlap on each side (deid.wsi.pyramid): two pieces per 4096-pixel row, one per core of 2 cores.
+# overlap on each side (deid.wsi.pyramid): two pieces per 4096-pixel row, one task per thread on 2 cores.
 PIECE_PIXELS = 2048
 
 
