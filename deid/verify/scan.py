@@ -43,7 +43,7 @@ RAW_MIN_BITS = 60.0
 RAW_CHUNK = 16 * 1024 * 1024
 PIXEL_DATA_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 _BROKEN = re.compile(r"end of file|delimiter|truncat|expected|could not|invalid tag", re.IGNORECASE)
-_TEXT_VRS = {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "UI", "TM"}
+TEXT_VRS = {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR", "UI", "TM"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def _raw_searchable(text: str) -> bool:
     return len(text) * _DIGIT_BITS >= RAW_MIN_BITS or _bits(text) >= RAW_MIN_BITS
 
 
-def _needles(values: Iterable[PhiLike]) -> list[_Needle]:
+def needles_of(values: Iterable[PhiLike]) -> list[_Needle]:
     out = []
     for value in as_values(values):
         folded = value.text.casefold()
@@ -84,7 +84,7 @@ def _needles(values: Iterable[PhiLike]) -> list[_Needle]:
         if _raw_searchable(folded):
             if folded.isascii():
                 # UTF-16 text of ASCII is found in the de-interleaved halves of the data (see
-                # _scan_raw), so the pattern is plain ASCII: no NUL bytes to slow the search down.
+                # scan_raw), so the pattern is plain ASCII: no NUL bytes to slow the search down.
                 encodings = {folded.encode("ascii")}
             else:
                 encodings = {folded.encode("utf-8"), folded.encode("utf-16-le"), folded.encode("utf-16-be")}
@@ -126,7 +126,7 @@ def _ensure_needles(values: Iterable[PhiLike] | list[_Needle]) -> list[_Needle]:
     items = list(values)
     if items and all(isinstance(v, _Needle) for v in items):
         return items  # type: ignore[return-value]
-    return _needles(items)  # type: ignore[arg-type]
+    return needles_of(items)  # type: ignore[arg-type]
 
 
 def scan_bytes(data: bytes, values: Iterable[PhiLike], min_len: int = MIN_LEN, relpath: str = "") -> list[LeakHit]:
@@ -136,25 +136,25 @@ def scan_bytes(data: bytes, values: Iterable[PhiLike], min_len: int = MIN_LEN, r
     searched in the text decodings of `data` with the metadata rule. Use it on metadata-sized byte
     strings; for whole files `scan_output` applies only the raw rule.
     """
-    needles = [n for n in _needles(values) if len(n.folded) >= min_len]
-    hits = _scan_raw(io.BytesIO(data), needles, relpath)
+    needles = [n for n in needles_of(values) if len(n.folded) >= min_len]
+    hits = scan_raw(io.BytesIO(data), needles, relpath)
     if len(data) <= MAX_STRUCTURED_BYTES:
         hits += _scan_decoded(data, needles, relpath, "bytes")
     return _dedupe(hits)
 
 
 def _scan_decoded(data: bytes, needles: list[_Needle], relpath: str, location: str) -> list[LeakHit]:
-    return _match_pieces(_decoded_pieces(data, location), needles, relpath)
+    return match_pieces(decoded_pieces(data, location), needles, relpath)
 
 
-def _decoded_pieces(data: bytes, location: str) -> list[tuple[str, str]]:
+def decoded_pieces(data: bytes, location: str) -> list[tuple[str, str]]:
     texts = {data.decode("latin-1")}
     for codec in ("utf-8", "utf-16-le", "utf-16-be"):
         texts.add(data.decode(codec, errors="ignore"))
     return [(location, text) for text in texts]
 
 
-def _match_pieces(pieces: list[tuple[str, str]], needles: list[_Needle], relpath: str) -> list[LeakHit]:
+def match_pieces(pieces: list[tuple[str, str]], needles: list[_Needle], relpath: str) -> list[LeakHit]:
     """scan_text over many (location, text) pieces, with one search per needle over all of them.
 
     Most needles occur nowhere: one find in the joined text rules them out at C speed; only a needle
@@ -173,7 +173,7 @@ def _match_pieces(pieces: list[tuple[str, str]], needles: list[_Needle], relpath
     return hits
 
 
-def _scan_raw(handle: BinaryIO, needles: list[_Needle], relpath: str) -> list[LeakHit]:
+def scan_raw(handle: BinaryIO, needles: list[_Needle], relpath: str) -> list[LeakHit]:
     """Raw search: ASCII/UTF-8/Latin-1 in the data, UTF-16LE/BE of ASCII values in its even and
     odd bytes (a candidate there counts only when the bytes between its letters are NUL)."""
     patterns = _minimal_patterns([(n, p) for n in needles for p in n.raw])
@@ -233,7 +233,7 @@ def _dedupe(hits: Iterable[LeakHit]) -> list[LeakHit]:
     return list(seen.values())
 
 
-def _tag_text(tag: int, present: Container[int] = ()) -> str:
+def location_tag(tag: int, present: Container[int] = ()) -> str:
     """A location's tag; '(unlisted tag)' for one that may be input text read as a header (is_nameable)."""
     text = _nameable_text(tag)
     if text is not None:
@@ -262,11 +262,11 @@ def _scan_dicom_structure(data: BinaryIO, needles: list[_Needle], relpath: str) 
     broken = [w for w in caught if _BROKEN.search(str(w.message))]
     if broken or not ds._dict:
         raise ValueError("output DICOM is truncated or malformed")
-    return hits + _match_pieces(pieces, needles, relpath)
+    return hits + match_pieces(pieces, needles, relpath)
 
 
 # VRs whose values are numbers (pydicom gives int/float, which carry no identifying text here).
-_NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "SV", "UV", "AT", "DS", "IS"})
+NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "SV", "UV", "AT", "DS", "IS"})
 # Python codecs that decode every DICOM value the way pydicom does for a single-valued character set.
 _PLAIN_CODECS = frozenset({"iso8859", "latin_1", "iso8859_1", "utf_8", "ascii"})
 
@@ -277,10 +277,10 @@ def _plain_codec(ds: Any) -> str | None:
         encodings = ds._character_set
     except (AttributeError, LookupError, ValueError):
         return None
-    return _codec_of(encodings)
+    return codec_of(encodings)
 
 
-def _codec_of(encodings: Any) -> str | None:
+def codec_of(encodings: Any) -> str | None:
     if isinstance(encodings, str):
         encodings = [encodings]
     if len(encodings) != 1:
@@ -304,17 +304,17 @@ def _dataset_pieces(ds: Any, relpath: str, prefix: str, depth: int, pieces: list
         tag = int(tag)
         if tag in PIXEL_DATA_TAGS:
             continue
-        where = f"{prefix}{_tag_text(tag, ds._dict)}"
+        where = f"{prefix}{location_tag(tag, ds._dict)}"
         raw = ds._dict[tag]
         is_raw = bool(getattr(raw, "is_raw", False))
         value = getattr(raw, "value", None)
         vr = raw.VR
         if vr is None and is_raw and raw.length != 0xFFFFFFFF:
-            vr = _dictionary_vr(tag)
+            vr = dictionary_vr(tag)
         if is_raw and isinstance(value, bytes) and vr not in (None, "SQ", "UN"):
-            if vr in _NUMBER_VRS:
+            if vr in NUMBER_VRS:
                 continue
-            if vr in _TEXT_VRS and codec is not None:
+            if vr in TEXT_VRS and codec is not None:
                 text = value.decode(codec, errors="replace")
                 pieces += [(where, part.strip("\x00 ")) for part in text.split("\\") if part.strip("\x00 ")]
                 continue
@@ -326,13 +326,13 @@ def _dataset_pieces(ds: Any, relpath: str, prefix: str, depth: int, pieces: list
         value = elem.value
         if isinstance(value, bytes | bytearray):
             if len(value) <= MAX_STRUCTURED_BYTES:
-                pieces += _decoded_pieces(bytes(value), where)
+                pieces += decoded_pieces(bytes(value), where)
             continue
         pieces += [(where, text) for text in element_texts(elem)]
     return hits
 
 
-def _dictionary_vr(tag: int) -> str | None:
+def dictionary_vr(tag: int) -> str | None:
     try:
         vr = dictionary_VR(tag)
     except KeyError:
@@ -345,8 +345,8 @@ def _scan_tiff_structure(handle: BinaryIO, needles: list[_Needle], relpath: str)
     handle.seek(0)
     item: TiffText
     for item in iter_text_tags(handle):
-        pieces += _decoded_pieces(item.data, f"tiff:ifd{item.ifd}:{item.name}")
-    return _match_pieces(pieces, needles, relpath)
+        pieces += decoded_pieces(item.data, f"tiff:ifd{item.ifd}:{item.name}")
+    return match_pieces(pieces, needles, relpath)
 
 
 def scan_output(
@@ -359,7 +359,7 @@ def scan_output(
     pass); TIFF outputs are walked (every text tag of every IFD, SubIFDs, EXIF, XMP). An output
     that claims to be DICOM or TIFF but cannot be parsed is reported as kind 'unverifiable'.
     """
-    needles = _needles(values)
+    needles = needles_of(values)
     hits = scan_text(relpath.replace("/", " / "), needles, relpath, "relpath")
     handle, owned = _as_handle(source)
     try:
@@ -376,14 +376,14 @@ def scan_output(
             except Exception as exc:  # noqa: BLE001 - any parse failure means: cannot verify
                 hits.append(LeakHit(relpath, "unverifiable", f"dicom:{type(exc).__name__}"))
         handle.seek(0)
-        hits += _scan_raw(handle, needles, relpath)
+        hits += scan_raw(handle, needles, relpath)
     finally:
         if owned:
             handle.close()
-    return _finish(hits)
+    return finish_hits(hits)
 
 
-def _finish(hits: list[LeakHit]) -> list[LeakHit]:
+def finish_hits(hits: list[LeakHit]) -> list[LeakHit]:
     hits = _dedupe(hits)
     if any(h.location == "relpath" for h in hits):
         hits = [dataclasses.replace(h, name_leaks=True) for h in hits]
@@ -421,7 +421,7 @@ def scan_text_output(
     `ignore`: text the writer itself puts there that may equal an input value by coincidence (a run
     id holds the date of the run), blanked in the relative path and the text before the search.
     """
-    needles = _needles(values)
+    needles = needles_of(values)
 
     def blank(text: str) -> str:
         return ignore.sub(lambda m: " " * len(m.group(0)), text) if ignore else text
@@ -429,7 +429,7 @@ def scan_text_output(
     hits = scan_text(blank(relpath.replace("/", " / ")), needles, relpath, "relpath")
     handle, owned = _as_handle(source)
     try:
-        raw = _scan_raw(handle, needles, relpath)
+        raw = scan_raw(handle, needles, relpath)
         handle.seek(0)
         overlap = max((len(n.folded.encode("utf-8")) for n in needles), default=0) + 2
         line, pending = 1, b""
@@ -446,7 +446,7 @@ def scan_text_output(
             text = _text_of(data[:cut])
             lines = text.split("\n")
             pieces = [(f"text:line{line + i}", blank(part)) for i, part in enumerate(lines)]
-            hits += _match_pieces(pieces, needles, relpath)
+            hits += match_pieces(pieces, needles, relpath)
             line += data[:cut].count(b"\n")
             pending = keep + data[cut:]
             if not chunk:

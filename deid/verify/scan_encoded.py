@@ -21,18 +21,18 @@ from pydicom.uid import UID
 from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR, EXPLICIT_VR_LENGTH_32, PersonName
 
 from deid.verify.scan import (
-    _NUMBER_VRS,
-    _TEXT_VRS,
+    NUMBER_VRS,
     PIXEL_DATA_TAGS,
-    _codec_of,
-    _decoded_pieces,
-    _dictionary_vr,
-    _finish,
-    _match_pieces,
-    _needles,
-    _scan_raw,
-    _tag_text,
+    TEXT_VRS,
+    codec_of,
+    decoded_pieces,
+    dictionary_vr,
+    finish_hits,
+    location_tag,
+    match_pieces,
+    needles_of,
     scan_output,
+    scan_raw,
     scan_text,
 )
 from deid.verify.values import MAX_STRUCTURED_BYTES, LeakHit, PhiLike, element_texts
@@ -54,11 +54,11 @@ def scan_encoded_dicom(ds: Any, payload: bytes, relpath: str, values: Iterable[P
     if written is None:
         return scan_output(payload, relpath, values)
     structure_hits, pieces = written
-    needles = _needles(values)
+    needles = needles_of(values)
     hits = scan_text(relpath.replace("/", " / "), needles, relpath, "relpath")
-    hits += structure_hits + _match_pieces(pieces, needles, relpath)
-    hits += _scan_raw(io.BytesIO(payload), needles, relpath)
-    return _finish(hits)
+    hits += structure_hits + match_pieces(pieces, needles, relpath)
+    hits += scan_raw(io.BytesIO(payload), needles, relpath)
+    return finish_hits(hits)
 
 
 class _Unmirrored(Exception):
@@ -102,7 +102,7 @@ def _mirror_pieces(
     if depth > 64:
         return [LeakHit(relpath, "unverifiable", f"{prefix}:sequence nesting deeper than 64")]
     encoding = _own_encoding(ds, parent_encoding)  # as pydicom gives an item its parent's
-    codec = _codec_of(encoding)
+    codec = codec_of(encoding)
     if codec is None and encoding not in _LOSSLESS_ENCODINGS:
         raise _Unmirrored
     present = ds._dict
@@ -120,7 +120,7 @@ def _mirror_pieces(
         if implicit:
             if (tag >> 16) & 1:
                 raise _Unmirrored  # the re-parse names a private element's VR from its creator
-            read_vr = _dictionary_vr(tag)
+            read_vr = dictionary_vr(tag)
             if read_vr is None:
                 _require_ambiguous(tag, elem.value)
             elif (read_vr == "SQ") != (vr == "SQ"):
@@ -129,14 +129,14 @@ def _mirror_pieces(
             if len(vr) != 2:
                 raise _Unmirrored
             read_vr = vr
-        where = f"{prefix}{_tag_text(tag, present)}"
+        where = f"{prefix}{location_tag(tag, present)}"
         if vr == "SQ":
             for index, item in enumerate(elem.value):
                 hits += _mirror_pieces(item, relpath, f"{where}[{index}]>", depth + 1, pieces, implicit, encoding)
             continue
-        if read_vr in _NUMBER_VRS:
+        if read_vr in NUMBER_VRS:
             continue
-        if read_vr in _TEXT_VRS and codec is not None:
+        if read_vr in TEXT_VRS and codec is not None:
             text = _written_text(elem.value, vr, codec)
             if not implicit and vr not in EXPLICIT_VR_LENGTH_32 and len(text) >= 0xFFFF:
                 raise _Unmirrored  # written as UN
@@ -145,14 +145,14 @@ def _mirror_pieces(
         if read_vr == "UN":
             raise _Unmirrored  # the re-parse may convert it to its dictionary VR
         value = elem.value
-        if read_vr in _TEXT_VRS:  # a lossless character set: the re-parse converts the text
+        if read_vr in TEXT_VRS:  # a lossless character set: the re-parse converts the text
             pieces += [(where, text) for text in element_texts(elem)]
         elif isinstance(value, bytes | bytearray):
             data = bytes(value) + b"\x00" * (len(value) % 2)
             if not implicit and vr not in EXPLICIT_VR_LENGTH_32 and len(data) > 0xFFFF:
                 raise _Unmirrored
             if len(data) <= MAX_STRUCTURED_BYTES:
-                pieces += _decoded_pieces(data, where)
+                pieces += decoded_pieces(data, where)
         elif not _numbers(value):
             raise _Unmirrored
     return hits
