@@ -28,16 +28,9 @@ import openslide
 from bench.wsi_throughput import make_slide
 from deid.redaction.detect import to_gray
 from deid.redaction.engine import RedactionConfig, find_text
-from deid.settings import Box, WsiSettings
-from deid.wsi.tiles import piece_tiles
-
-
-def _window(side: int, tile: int, overlap: int, row: int, c0: int, c1: int) -> tuple[Box, Box]:
-    """The overlapped window of the cores of tiles c0 .. c1 - 1 of `row`, and those cores' box."""
-    x0, x1 = max(0, c0 * tile - overlap), min(side, c1 * tile + overlap)
-    y0, y1 = max(0, row * tile - overlap), min(side, row * tile + tile + overlap)
-    cx1, cy1 = min(side, c1 * tile), min(side, row * tile + tile)
-    return Box(x0, y0, x1 - x0, y1 - y0), Box(c0 * tile, row * tile, cx1 - c0 * tile, cy1 - row * tile)
+from deid.settings import WsiSettings
+from deid.wsi.grid import TileGrid
+from deid.wsi.tiles import piece_tiles, row_pieces
 
 
 def main() -> None:
@@ -49,36 +42,33 @@ def main() -> None:
     args = parser.parse_args()
     cv2.setNumThreads(1)
     slide = openslide.OpenSlide(str(make_slide(Path(args.workdir), args.side, args.tile)))
-    side, tile, overlap = args.side, args.tile, WsiSettings().tile_overlap
+    side, tile = args.side, args.tile
+    grid = TileGrid(side, side, tile, WsiSettings().tile_overlap)
     config = RedactionConfig(text_mode="detect", review_threshold=0.8)
-    size = piece_tiles(tile)
-    cols = -(-side // tile)
-    rows = -(-side // tile)
+    cols = rows = grid.level(0).cols
     picked = sorted({round(i * (rows - 1) / max(1, args.rows - 1)) for i in range(args.rows)})
-    per_tile = per_piece = 0.0
-    found_tiles = found_pieces = 0
+    seconds = {"tiles": 0.0, "pieces": 0.0}
+    found = {"tiles": 0, "pieces": 0}
     for row in picked:
-        y0, y1 = max(0, row * tile - overlap), min(side, row * tile + tile + overlap)
-        pixels = np.asarray(slide.read_region((0, y0), 0, (side, y1 - y0)).convert("RGB"))
+        strip = grid.piece(row, 0, cols - 1)[0]
+        pixels = np.asarray(slide.read_region((strip.x, strip.y), 0, (strip.width, strip.height)).convert("RGB"))
         gray = np.ascontiguousarray(to_gray(pixels))
-
-        start = time.perf_counter()
-        for col in range(cols):
-            box, core = _window(side, tile, overlap, row, col, col + 1)
-            view = gray[:, box.x : box.x + box.width]
-            found_tiles += len(find_text(view, (box.x, box.y), core, config, gray=view))
-        per_tile += time.perf_counter() - start
-        start = time.perf_counter()
-        for col in range(0, cols, size):
-            box, span = _window(side, tile, overlap, row, col, min(cols, col + size))
-            view = gray[:, box.x : box.x + box.width]
-            found_pieces += len(find_text(view, (box.x, box.y), span, config, gray=view))
-        per_piece += time.perf_counter() - start
+        jobs = {
+            "tiles": [(grid.window(col, row), grid.core(col, row)) for col in range(cols)],
+            "pieces": [grid.piece(row, group[0], group[-1]) for group in row_pieces(tile, range(cols))],
+        }
+        for kind, boxes in jobs.items():
+            start = time.perf_counter()
+            for box, span in boxes:
+                view = gray[:, box.x - strip.x : box.x - strip.x + box.width]
+                found[kind] += len(find_text(view, (box.x, box.y), span, config, gray=view))
+            seconds[kind] += time.perf_counter() - start
     scale = rows / len(picked)
     print(f"{side}x{side}, {tile}-px tiles, {len(picked)} of {rows} rows timed, one core:")
-    print(f"  one window per tile: {per_tile * scale:.2f} s for the slide ({found_tiles} candidates in the rows timed)")
-    print(f"  pieces of {size} tiles: {per_piece * scale:.2f} s for the slide ({found_pieces} candidates)")
-    print(f"  pieces / windows: {per_piece / per_tile:.2f}")
+    tiles, pieces = seconds["tiles"], seconds["pieces"]
+    print(f"  one window per tile: {tiles * scale:.2f} s for the slide ({found['tiles']} candidates in the rows timed)")
+    print(f"  pieces of {piece_tiles(tile)} tiles: {pieces * scale:.2f} s for the slide ({found['pieces']} candidates)")
+    print(f"  pieces / windows: {pieces / tiles:.2f}")
 
 
 if __name__ == "__main__":

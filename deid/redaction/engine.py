@@ -109,14 +109,12 @@ def redact_window(
     *,
     black_value: int | float = 0,
     params: DetectParams = DEFAULT_PARAMS,
-    gray: np.ndarray | None = None,
     found: Sequence[FoundText] | None = None,
 ) -> RedactionOutcome:
     """Redact the `core` of an overlapped `window` whose pixel (0, 0) is level-0 `window_origin`.
 
     `window` is H x W or H x W x C (uint8 for text detection and inpaint); `core` must lie inside
-    it. `gray`, when given, is `detect.to_gray(window)` made by the caller (a slide band makes it
-    once for all its windows), which text detection then reads. `found`, when given, is what
+    it. `found`, when given, is what
     `find_text` found on a larger window holding this one (a row of a slide band searches its
     tiles in a few pieces rather than one window each): detection does not run again. Returns the
     core's pixels (a new array) and the level-0 boxes redacted within the core.
@@ -138,7 +136,7 @@ def redact_window(
     text: list[Candidate] = []
     if config.text_mode != "off":
         if found is None:
-            found = find_text(window, (ox, oy), core, config, params, gray)
+            found = find_text(window, (ox, oy), core, config, params)
         text = settle(clip_to_core(found, core), config.review_threshold, regions)
     candidates = tuple(Candidate(b, 1.0, "region") for b in geometry.unique(regions)) + tuple(text)
     boxes = geometry.unique([*regions, *(c.box for c in text if c.status == "redacted")])

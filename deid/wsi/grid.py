@@ -78,6 +78,13 @@ class TileGrid:
         y1 = min(self.height, core.y + core.height + self.overlap)
         return Box(x0, y0, x1 - x0, y1 - y0)
 
+    def piece(self, row: int, first: int, last: int) -> tuple[Box, Box]:
+        """Level-0 tiles first .. last of `row` taken together: the union of their windows, and of
+        their cores (a piece of a row that text is searched on at once, `deid.wsi.pyramid`)."""
+        a, b = self.window(first, row), self.window(last, row)
+        ca, cb = self.core(first, row), self.core(last, row)
+        return Box(a.x, a.y, b.x + b.width - a.x, a.height), Box(ca.x, ca.y, cb.x + cb.width - ca.x, ca.height)
+
     def level0_area(self, level: int, col: int, row: int) -> Box:
         """The level-0 pixels under tile (col, row) of `level`, clipped to the slide."""
         scale = 1 << level

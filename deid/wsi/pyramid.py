@@ -51,9 +51,9 @@ from deid.wsi.tiles import (
     copyable,
     encode_tile,
     halve,
-    piece_tiles,
     plan_tile,
     redact_tile,
+    row_pieces,
 )
 
 # (level, [(col, row)]) -> the input's own tiles there, decoded, cut to the output tile's size.
@@ -287,7 +287,7 @@ def _redact_band(reader: SlideReader, band: TileBand, block: _Block, mapper: Map
         ]
         todo = [plan for plan in plans if plan.needs_pixels or single]
         # Pixels are read here (the reader is not thread-safe) and handed to the pool as they come.
-        windows: Iterable[tuple[TilePlan, np.ndarray, np.ndarray | None, tuple[FoundText, ...] | None]]
+        windows: Iterable[tuple[TilePlan, np.ndarray, tuple[FoundText, ...] | None]]
         if todo and len(todo) == len(plans):
             # The whole row is read: one strip (and its grey copy for text detection) holds every
             # window, as a view. The same pixels as window by window, copied and converted once.
@@ -297,10 +297,10 @@ def _redact_band(reader: SlideReader, band: TileBand, block: _Block, mapper: Map
             gray = to_gray(pixels) if ctx.redaction.text_mode != "off" else None
             # With text detection on, each tile takes the text of its piece of the row (no detection of its own).
             found = _find_in_pieces(ctx, todo, pixels, gray, strip, mapper) if gray is not None else {}
-            windows = ((plan, _crop(pixels, strip, plan.read_box), None, found.get(plan.col)) for plan in todo)
+            windows = ((plan, _crop(pixels, strip, plan.read_box), found.get(plan.col)) for plan in todo)
         else:
             reader.prefetch_windows([plan.read_box for plan in todo], ctx.tile, mapper)
-            windows = ((plan, reader.read_window(plan.read_box, ctx.tile), None, None) for plan in todo)
+            windows = ((plan, reader.read_window(plan.read_box, ctx.tile), None) for plan in todo)
         done = {tile.col: (tile, data, red) for tile, data, red in mapper(lambda job: _level0(ctx, *job), windows)}
         tiles = []
         for plan in plans:
@@ -321,26 +321,18 @@ def _find_in_pieces(
     ctx: TileContext, plans: list[TilePlan], pixels: np.ndarray, gray: np.ndarray, strip: Box, mapper: Mapper
 ) -> dict[int, tuple[FoundText, ...]]:
     """The text of a whole row of windows (`plans`, every tile of the row, read as `strip`), found
-    piece by piece: `piece_tiles` tiles' cores with the overlap on each side, one piece per pool
-    task. A few wide windows cost 0.4 of one window per tile (`python bench/text_pieces.py`;
-    the overlap is searched once, not twice), and a line across a tile edge inside a piece is seen
-    whole. Pieces start at fixed columns, so the result does not
-    depend on how many cores run it. Returns each tile's column -> the text of its piece."""
-    size = piece_tiles(ctx.tile)
-    groups: dict[int, list[TilePlan]] = {}
-    for plan in plans:
-        groups.setdefault(plan.col // size, []).append(plan)
+    piece by piece (`row_pieces`: their cores with the overlap on each side), one piece per pool
+    task. A few wide windows cost 0.4 of one window per tile (`python bench/text_pieces.py`: the
+    overlap is searched once, not twice), and a line across a tile edge inside a piece is seen
+    whole. Returns each tile's column -> the text of its piece."""
+    grid, row = ctx.grid, plans[0].row
+    pieces = row_pieces(ctx.tile, [plan.col for plan in plans])
 
-    def search(group: list[TilePlan]) -> tuple[FoundText, ...]:
-        box = _union([plan.read_box for plan in group])
-        span = _union([plan.core for plan in group])
+    def search(cols: list[int]) -> tuple[FoundText, ...]:
+        box, span = grid.piece(row, cols[0], cols[-1])
         return find_text(_crop(pixels, strip, box), (box.x, box.y), span, ctx.redaction, gray=_crop(gray, strip, box))
 
-    found: dict[int, tuple[FoundText, ...]] = {}
-    for group, texts in zip(groups.values(), mapper(search, list(groups.values())), strict=True):
-        for plan in group:
-            found[plan.col] = texts
-    return found
+    return {col: texts for cols, texts in zip(pieces, mapper(search, pieces), strict=True) for col in cols}
 
 
 def _union(boxes: list[Box]) -> Box:
@@ -356,14 +348,11 @@ def _crop(pixels: np.ndarray, strip: Box, box: Box) -> np.ndarray:
 
 
 def _level0(
-    ctx: TileContext,
-    plan: TilePlan,
-    window: np.ndarray,
-    gray: np.ndarray | None,
-    found: tuple[FoundText, ...] | None,
+    ctx: TileContext, plan: TilePlan, window: np.ndarray, found: tuple[FoundText, ...] | None
 ) -> tuple[_Tile, bytes | None, Redacted]:
-    """Runs in the pool: redact one tile, encode it unless it is copied, halve it for its parent."""
-    red = redact_tile(plan, window, ctx.redaction, gray, found)
+    """Runs in the pool: redact one tile (with its piece's text, if found already), encode it
+    unless it is copied, halve it for its parent."""
+    red = redact_tile(plan, window, ctx.redaction, found)
     copied = plan.copy_candidate and not red.changed
     data = None if copied else encode_tile(red.pixels, ctx.tile, ctx.codecs[0], ctx.quality)
     if ctx.level_count == 1:

@@ -5,7 +5,7 @@ band in memory; elements (`TileBand`, `TileTask`) hold coordinates only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -91,6 +91,16 @@ def band_levels(tile: int, level_count: int) -> int:
 def piece_tiles(tile: int) -> int:
     """Tiles per piece of a row that text is searched on at once (PIECE_PIXELS of cores, at least one)."""
     return max(1, PIECE_PIXELS // tile)
+
+
+def row_pieces(tile: int, cols: Iterable[int]) -> list[list[int]]:
+    """Consecutive columns of a row in pieces of `piece_tiles(tile)`, cut at fixed columns (multiples
+    of it), so that what is searched together does not depend on bands or cores."""
+    size = piece_tiles(tile)
+    groups: dict[int, list[int]] = {}
+    for col in cols:
+        groups.setdefault(col // size, []).append(col)
+    return list(groups.values())
 
 
 @dataclass(frozen=True)
@@ -262,12 +272,11 @@ def redact_tile(
     plan: TilePlan,
     window: np.ndarray,
     config: RedactionConfig,
-    gray: np.ndarray | None = None,
     found: Sequence[FoundText] | None = None,
 ) -> Redacted:
     """The tile's core from its window (`plan.read_box`), redacted when the engine runs. `window`
-    may be a view into a larger array; `gray`, if given, is its grey version for text detection.
-    `found`: the text already found on a piece of its row holding this window (`find_text`)."""
+    may be a view into a larger array. `found`: the text already found on a piece of its row
+    holding this window (`find_text`); else the window itself is searched."""
     core, box = plan.core, plan.read_box
     changed, boxes = False, 0
     box_list: tuple[Box, ...] = ()
@@ -281,7 +290,7 @@ def redact_tile(
     else:
         if config.fill != "black":
             window = np.ascontiguousarray(window)  # blur and inpaint work on the window itself
-        outcome = redact_window(window, (box.x, box.y), core, config, gray=gray, found=found)
+        outcome = redact_window(window, (box.x, box.y), core, config, found=found)
         pixels = np.asarray(outcome.pixels)
         changed = bool(outcome.changed)
         if changed:

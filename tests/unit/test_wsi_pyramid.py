@@ -17,10 +17,11 @@ from deid.redaction.geometry import boxes_mask
 from deid.settings import Box, WsiSettings
 from deid.wsi import source
 from deid.wsi.blocks import ORIGIN_BATCH, ORIGIN_SOURCE, BlockResult, TileIndex, unpack_lossless
+from deid.wsi.grid import TileGrid
 from deid.wsi.job import SlideJob, band_tasks, plan_job
 from deid.wsi.pyramid import build_band
 from deid.wsi.source import SlideReader
-from deid.wsi.tiles import piece_tiles
+from deid.wsi.tiles import piece_tiles, row_pieces
 from tests.support import wsi_factory
 from transforms.slide_files import LocalScratch
 
@@ -154,3 +155,13 @@ def test_a_row_is_searched_for_text_piece_by_piece_and_a_long_line_is_redacted_w
     ink = np.abs(drawn.astype(np.int16) - clean.astype(np.int16)).max(axis=2) > 60
     covered = boxes_mask(list(block.box_list), 512, 1024)
     assert ink.sum() > 1000 and (ink & covered).sum() / ink.sum() >= 0.99
+
+
+def test_pieces_are_cut_at_fixed_columns_and_span_their_tiles_windows() -> None:
+    # 5 columns from column 6, pieces of 8 (256-px tiles): 6-7 | 8-10, whatever band they came from.
+    assert row_pieces(256, range(6, 11)) == [[6, 7], [8, 9, 10]]
+    grid = TileGrid(2700, 600, 256, 64)  # the last column is 140 px wide
+    window, cores = grid.piece(1, 8, 10)
+    assert window == Box(8 * 256 - 64, 256 - 64, 2700 - (8 * 256 - 64), 256 + 128)
+    assert cores == Box(8 * 256, 256, 2700 - 8 * 256, 256)
+    assert grid.piece(0, 3, 3) == (grid.window(3, 0), grid.core(3, 0))
